@@ -1,0 +1,29 @@
+"""AIStore client: plain HTTP (requests), typed errors, deadlines, GetBatch."""
+
+from aisbatchfs.ais.batch import Batch, BatchItem, BatchOut
+from aisbatchfs.ais.client import AisClient, ListPage
+from aisbatchfs.ais.config import ClientConfig, Deadlines
+from aisbatchfs.ais.errors import (
+    AccessDenied,
+    AisError,
+    BatchFailed,
+    BatchTruncated,
+    BucketNotFound,
+    DeadlineExceeded,
+    ObjectNotFound,
+    ProtocolError,
+    RangeNotSatisfiable,
+    RequestRejected,
+    SoftErrorLimit,
+    Throttled,
+    Unavailable,
+)
+from aisbatchfs.ais.models import ArchiveMember, BucketRef, ObjectAttrs, ObjectEntry
+
+__all__ = [
+    "AccessDenied", "AisClient", "AisError", "ArchiveMember", "Batch", "BatchFailed",
+    "BatchItem", "BatchOut", "BatchTruncated", "BucketNotFound", "BucketRef", "ClientConfig",
+    "Deadlines", "DeadlineExceeded", "ListPage", "ObjectAttrs", "ObjectEntry", "ObjectNotFound",
+    "ProtocolError", "RangeNotSatisfiable", "RequestRejected", "SoftErrorLimit", "Throttled",
+    "Unavailable",
+]

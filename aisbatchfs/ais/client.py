@@ -1,0 +1,287 @@
+"""The AIStore client: buckets, listings, HEAD, GET (whole, ranged, archive member), GetBatch.
+
+Plain `requests`, no SDK at run time. Every call has a total deadline (see transport.py), typed
+errors (errors.py), and never returns bytes it has not checked: sizes against Content-Length
+and the listing, and whole objects against their stored checksum where Python can compute it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aisbatchfs.ais.batch import Batch
+from aisbatchfs.ais.checksum import verify
+from aisbatchfs.ais.config import ClientConfig
+from aisbatchfs.ais.errors import ObjectNotFound, ProtocolError
+from aisbatchfs.ais.models import (
+    LS_ARCH_DIR,
+    LS_NO_RECURSION,
+    ArchiveMember,
+    BucketRef,
+    ObjectAttrs,
+    ObjectEntry,
+)
+from aisbatchfs.ais.tarstream import TarFormatError, TarMember, TarStreamParser
+from aisbatchfs.ais.transport import Stream, Transport
+
+LIST_PROPS = "name,size,checksum,version"
+HEAD_PROPS = "checksum,version,atime,last-modified"
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    entries: list[ObjectEntry]
+    token: str  # "" on the last page
+    uuid: str
+
+
+class AisClient:
+    """Thread-safe; one per cluster. Blocking: run it in worker threads from async code."""
+
+    def __init__(self, cfg: ClientConfig) -> None:
+        self.cfg = cfg
+        self.transport = Transport(cfg)
+
+    @classmethod
+    def from_env(cls, endpoint: str | None = None, **overrides) -> AisClient:
+        return cls(ClientConfig.from_env(endpoint, **overrides))
+
+    def counters(self) -> dict[str, int]:
+        """Requests made so far, by kind (calls_list, calls_get, calls_moss...) and in all."""
+        return self.transport.counters()
+
+    # -- buckets ---------------------------------------------------------------------------------
+
+    def list_buckets(self, provider: str | None = "ais") -> list[BucketRef]:
+        """Buckets the cluster knows; provider=None lists every provider's."""
+        t = self.transport
+        params = {"provider": provider} if provider else {}
+        with t.request(
+            "list_buckets", "GET", t.url("buckets"), params=params,
+            json_body={"action": "list", "name": "", "value": None}, what="list buckets",
+        ) as s:
+            doc = _json(s.read_all(), "list buckets")
+        return [BucketRef.from_json(b) for b in doc or []]
+
+    # -- listing ---------------------------------------------------------------------------------
+
+    def list_page(
+        self,
+        bucket: BucketRef,
+        prefix: str = "",
+        *,
+        recursive: bool = True,
+        archives: bool = False,
+        token: str = "",
+        uuid: str = "",
+        page_size: int = 0,
+        props: str = LIST_PROPS,
+        timeout: float | None = None,
+    ) -> ListPage:
+        """One page of a listing. Non-recursive listings return virtual directories too."""
+        flags = (0 if recursive else LS_NO_RECURSION) | (LS_ARCH_DIR if archives else 0)
+        value = {
+            "prefix": prefix,
+            "pagesize": page_size,
+            "uuid": uuid,
+            "props": props,
+            "continuation_token": token,
+            "flags": str(flags),  # a JSON string holding a decimal number, or 400
+            "target": "",
+        }
+        t = self.transport
+        what = f"list {bucket}/{prefix}"
+        with t.request(
+            "list", "GET", t.url("buckets", bucket.name), params=bucket.params(),
+            json_body={"action": "list", "name": "", "value": value}, timeout=timeout, what=what,
+        ) as s:
+            doc = _json(s.read_all(), what)
+        if not isinstance(doc, dict):
+            raise ProtocolError(f"listing reply is not an object: {doc!r:.200}", what=what)
+        entries = [ObjectEntry.from_json(e) for e in doc.get("entries") or []]
+        return ListPage(entries, doc.get("continuation_token") or "", doc.get("uuid") or "")
+
+    def list_objects(
+        self,
+        bucket: BucketRef,
+        prefix: str = "",
+        *,
+        recursive: bool = True,
+        archives: bool = False,
+        page_size: int = 0,
+        props: str = LIST_PROPS,
+    ) -> Iterator[ObjectEntry]:
+        """Every entry under `prefix`, page after page (continuation token and listing uuid)."""
+        token = uuid = ""
+        while True:
+            page = self.list_page(
+                bucket, prefix, recursive=recursive, archives=archives, token=token,
+                uuid=uuid, page_size=page_size, props=props,
+            )
+            yield from page.entries
+            if not page.token:
+                return
+            token, uuid = page.token, page.uuid
+
+    def list_archive(self, bucket: BucketRef, obj: str) -> list[ArchiveMember]:
+        """Members of an archive object, via the server's archive listing (never a download).
+
+        Names are as the server lists them: path-cleaned (`./a` is listed as `a`). The prefix
+        `obj` also matches `obj.bak` and its members, so only `obj/...` entries are kept.
+        """
+        head = obj + "/"
+        return [
+            ArchiveMember(e.name[len(head):], e.size)
+            for e in self.list_objects(bucket, obj, archives=True, props="name,size")
+            if e.name.startswith(head) and e.in_archive
+        ]
+
+    # -- objects ---------------------------------------------------------------------------------
+
+    def head(self, bucket: BucketRef, obj: str, *, timeout: float | None = None) -> ObjectAttrs:
+        t = self.transport
+        what = f"HEAD {bucket}/{obj}"
+        params = dict(bucket.params(), props=HEAD_PROPS)
+        with t.request("head", "HEAD", t.url("objects", bucket.name, obj), params=params,
+                       timeout=timeout, what=what) as s:
+            h = s.headers
+        return ObjectAttrs(
+            size=int(h.get("Content-Length") or 0),
+            checksum_type=h.get("Ais-Checksum-Type", ""),
+            checksum=h.get("Ais-Checksum-Value", ""),
+            version=h.get("Ais-Version", ""),
+            atime_ns=int(h.get("Ais-Atime") or 0),
+            mtime=h.get("Last-Modified", ""),
+            present=h.get("Ais-Present", "true") != "false",
+        )
+
+    def open(
+        self,
+        bucket: BucketRef,
+        obj: str,
+        *,
+        start: int = 0,
+        length: int | None = None,
+        archpath: str | None = None,
+        timeout: float | None = None,
+    ) -> Stream:
+        """Start a GET and return its reply as a Stream (for reads too large to hold at once).
+
+        A byte range is `start` and `length` (None: to the end). Ranges inside an archive member
+        are refused by the server (501); use a GetBatch item with start/length for that.
+        """
+        t = self.transport
+        params = bucket.params()
+        headers = {}
+        if archpath is not None:
+            if start or length is not None:
+                raise ValueError("a byte range with archpath: use a GetBatch item instead")
+            params["archpath"] = archpath
+        ranged = bool(start) or length is not None
+        if ranged:
+            end = "" if length is None else str(start + length - 1)
+            headers["Range"] = f"bytes={start}-{end}"
+        kind = "get_member" if archpath is not None else ("get_range" if ranged else "get")
+        what = f"GET {bucket}/{obj}" + (f" [{archpath}]" if archpath else "")
+        return t.request(kind, "GET", t.url("objects", bucket.name, obj), pool="data",
+                         params=params, headers=headers, ok=(206,) if ranged else (200,),
+                         timeout=timeout, what=what)
+
+    def get(
+        self,
+        bucket: BucketRef,
+        obj: str,
+        *,
+        start: int = 0,
+        length: int | None = None,
+        archpath: str | None = None,
+        expected_size: int | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Bytes of an object, a byte range of it, or one archive member, checked.
+
+        Whole objects are checked against their stored checksum; every read against
+        Content-Length and, when given, `expected_size` (the size the caller listed).
+        """
+        if length == 0:
+            return b""  # the server answers 416 to any range of an empty object
+        with self.open(bucket, obj, start=start, length=length, archpath=archpath,
+                       timeout=timeout) as s:
+            data = s.read_all()
+            h = s.headers
+        what = f"GET {bucket}/{obj}" + (f" [{archpath}]" if archpath else "")
+        declared = h.get("Content-Length")
+        if declared is not None and int(declared) != len(data):
+            raise ProtocolError(f"got {len(data)} bytes, Content-Length {declared}", what=what)
+        if expected_size is not None and len(data) != expected_size:
+            raise ProtocolError(f"got {len(data)} bytes, expected {expected_size}", what=what)
+        if not start and length is None and archpath is None:
+            verify(h.get("Ais-Checksum-Type", ""), h.get("Ais-Checksum-Value", ""), data, what)
+        return data
+
+    def get_member(
+        self,
+        bucket: BucketRef,
+        obj: str,
+        member: str,
+        *,
+        expected_size: int | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """One archive member by the name the archive listing gives it.
+
+        Listings clean `./a` to `a`, but `archpath` matches stored names exactly, and the server
+        refuses an archpath with a `.` component (400). So when the plain name is not found, the
+        member is asked for again with an anchored regular expression that also matches the
+        `./`-prefixed spelling, and the one matching entry is taken from the small TAR reply.
+        """
+        try:
+            return self.get(bucket, obj, archpath=member, expected_size=expected_size,
+                            timeout=timeout)
+        except ObjectNotFound:
+            pass
+        params = dict(bucket.params(), archregx=f"^(\\./)?{_go_regexp_escape(member)}$",
+                      archmode="regexp")
+        t = self.transport
+        what = f"GET {bucket}/{obj} [{member}]"
+        parser = TarStreamParser()
+        found: list[TarMember] = []
+        with t.request("get_member", "GET", t.url("objects", bucket.name, obj), pool="data",
+                       params=params, timeout=timeout, what=what) as s:
+            for chunk in s.chunks():
+                found.extend(parser.feed(chunk))
+        try:
+            parser.close()
+        except TarFormatError as e:
+            raise ProtocolError(f"bad archive in reply: {e}", what=what) from e
+        exact = [m for m in found if m.name.removeprefix("./") == member]
+        if len(exact) != 1:
+            raise ObjectNotFound(f"{member} in {bucket}/{obj} does not exist", status=404,
+                                 what=what)
+        data = exact[0].data
+        if expected_size is not None and len(data) != expected_size:
+            raise ProtocolError(f"got {len(data)} bytes, expected {expected_size}", what=what)
+        return data
+
+    def batch(self, **options) -> Batch:
+        """A GetBatch request to fill with `add(...)` and iterate; see aisbatchfs.ais.batch."""
+        return Batch(self, **options)
+
+
+_GO_RE_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+
+
+def _go_regexp_escape(text: str) -> str:
+    """Escape for Go's RE2 syntax (Python's re.escape escapes characters RE2 may refuse)."""
+    return "".join("\\" + c if c in _GO_RE_SPECIAL else c for c in text)
+
+
+def _json(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ProtocolError(f"reply is not JSON: {raw[:200]!r}", what=what) from None
+

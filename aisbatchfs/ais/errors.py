@@ -1,0 +1,130 @@
+"""Typed errors of the AIStore client, each carrying the server's own message.
+
+Callers branch on the type (the filesystem maps them to errno in one place); the fields keep
+what the server said so a log line can name the object and the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+
+class AisError(Exception):
+    """Base of every error the client raises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        tcode: str = "",
+        what: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.tcode = tcode
+        self.what = what  # the call and object, e.g. "GET ais://b/x"
+
+    def __str__(self) -> str:
+        parts = [self.what] if self.what else []
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.tcode:
+            parts.append(self.tcode)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class BucketNotFound(AisError):
+    """The bucket does not exist (the proxy answered 404 ErrBckNotFound)."""
+
+
+class ObjectNotFound(AisError):
+    """The object, or the member inside an archive, does not exist."""
+
+
+class AccessDenied(AisError):
+    """401/403: no token, a bad token, or no permission."""
+
+
+class Throttled(AisError):
+    """429: the cluster asks the client to slow down (rate limit or GetBatch admission)."""
+
+
+class Unavailable(AisError):
+    """The cluster could not be reached, or answered 5xx."""
+
+
+class DeadlineExceeded(AisError):
+    """The call's total deadline passed; its connection was closed and dropped from the pool."""
+
+
+class RangeNotSatisfiable(AisError):
+    """416: a byte range outside the object."""
+
+
+class RequestRejected(AisError):
+    """Any other 4xx: the request itself is wrong (bad name, unsupported combination...)."""
+
+
+class ProtocolError(AisError):
+    """The reply does not match what was asked: wrong member name, size or checksum, bad TAR."""
+
+
+class BatchFailed(AisError):
+    """A GetBatch failed as a whole; the caller may split it and retry the parts."""
+
+
+class BatchTruncated(BatchFailed):
+    """A streamed GetBatch ended before every item arrived (errors after the 200 cut the TAR).
+
+    `first_missing` is the index (in request order) of the first item that did not arrive.
+    """
+
+    def __init__(self, message: str, *, first_missing: int, **kw) -> None:
+        super().__init__(message, **kw)
+        self.first_missing = first_missing
+
+
+class SoftErrorLimit(BatchFailed):
+    """More items were missing than the cluster's get_batch.max_soft_errs allows."""
+
+
+def _server_message(body: bytes | str | None) -> tuple[str, str]:
+    """(tcode, message) from AIStore's JSON error body; raw text when it is not JSON."""
+    if not body:
+        return "", ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "", text.strip()[:500]
+    if isinstance(doc, dict):
+        return str(doc.get("tcode", "")), str(doc.get("message", text)).strip()
+    return "", text.strip()[:500]
+
+
+def error_from_response(
+    status: int, body: bytes | None, headers: Mapping[str, str], what: str
+) -> AisError:
+    """Map an HTTP error reply to the typed error. HEAD replies carry the JSON in `Hdr-Error`."""
+    tcode, message = _server_message(body or headers.get("Hdr-Error"))
+    message = message or f"HTTP {status}"
+    kw = dict(status=status, tcode=tcode, what=what)
+    if status == 404:
+        if tcode in ("ErrBckNotFound", "ErrRemoteBckNotFound"):
+            return BucketNotFound(message, **kw)
+        return ObjectNotFound(message, **kw)
+    if status in (401, 403):
+        return AccessDenied(message, **kw)
+    if status == 429:
+        return Throttled(message, **kw)
+    if status == 416:
+        return RangeNotSatisfiable(message, **kw)
+    if status == 400 and "soft-errors limit" in message:
+        return SoftErrorLimit(message, **kw)
+    if status >= 500:
+        return Unavailable(message, **kw)
+    return RequestRejected(message, **kw)

@@ -1,0 +1,104 @@
+"""Plain data the client returns: buckets, listing entries, object attributes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# listing entry flags (api/apc/lsmsg.go)
+ENTRY_IS_CACHED = 64
+ENTRY_IN_ARCH = 128
+ENTRY_IS_DIR = 256
+ENTRY_IS_ARCHIVE = 512
+
+# listing request flags
+LS_ARCH_DIR = 8
+LS_NO_RECURSION = 2048
+
+ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip", ".tar.lz4")
+
+
+def is_archive_name(name: str) -> bool:
+    """AIStore detects archives by extension only (cmn/archive/mime.go)."""
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRef:
+    """A bucket as the API names it: name, provider and namespace (`@uuid#name` on the wire)."""
+
+    name: str
+    provider: str = "ais"
+    namespace: str = ""
+
+    def params(self) -> dict[str, str]:
+        p = {"provider": self.provider}
+        if self.namespace:
+            p["namespace"] = self.namespace
+        return p
+
+    def __str__(self) -> str:
+        scheme = {"aws": "s3", "gcp": "gs", "azure": "az", "oci": "oc"}.get(
+            self.provider, self.provider
+        )
+        return f"{scheme}://{self.namespace + '/' if self.namespace else ''}{self.name}"
+
+    @classmethod
+    def from_json(cls, doc: dict) -> BucketRef:
+        ns = doc.get("namespace") or {}
+        uuid, nsname = ns.get("uuid", ""), ns.get("name", "")
+        namespace = f"@{uuid}#{nsname}" if uuid else (f"#{nsname}" if nsname else "")
+        return cls(doc["name"], doc.get("provider") or "ais", namespace)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectEntry:
+    """One listing entry. Directories (non-recursive listings) have `is_dir` and no trailing '/'."""
+
+    name: str
+    size: int = 0
+    checksum: str = ""  # value only; the type is the bucket's (xxhash2 by default)
+    version: str = ""
+    flags: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.flags & ENTRY_IS_DIR)
+
+    @property
+    def in_archive(self) -> bool:
+        return bool(self.flags & ENTRY_IN_ARCH)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ObjectEntry:
+        flags = int(doc.get("flags") or 0)
+        name = doc["name"]
+        if flags & ENTRY_IS_DIR:
+            name = name.rstrip("/")
+        return cls(
+            name=name,
+            size=int(doc.get("size") or 0),  # a JSON string, absent for empty objects
+            checksum=doc.get("checksum") or "",
+            version=doc.get("version") or "",
+            flags=flags,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveMember:
+    """A file inside an archive object. `name` is relative to the archive, as listed (cleaned)."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectAttrs:
+    """What HEAD (or a whole-object GET) says about an object."""
+
+    size: int
+    checksum_type: str = ""
+    checksum: str = ""
+    version: str = ""
+    atime_ns: int = 0  # access time: moves on every GET, never a modification time
+    mtime: str = ""  # Last-Modified as the server sent it (HEAD v2), when known
+    present: bool = True

@@ -1,0 +1,318 @@
+"""HTTP transport: two connection pools, deadlines that really end, retries, request counters.
+
+Why a watchdog: `requests` timeouts bound each socket operation, not the call, so a server that
+drips one byte every few seconds (or a paused target whose kernel still accepts connections)
+can hold a call forever, and a thread blocked in `recv` cannot be cancelled from trio. Every call
+therefore registers the connection it is using; when the call's deadline passes, one watchdog
+thread shuts that socket down. The blocked thread wakes with an error, the call raises
+DeadlineExceeded, and urllib3 discards the dead connection instead of returning it to the pool.
+
+Metadata calls (list, HEAD) and data calls (GET, GetBatch streams) use separate pools, so a
+listing never queues behind long streams.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import itertools
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+
+from aisbatchfs import __version__
+from aisbatchfs.ais.config import ClientConfig
+from aisbatchfs.ais.errors import (
+    AisError,
+    DeadlineExceeded,
+    Throttled,
+    Unavailable,
+    error_from_response,
+)
+
+_current = threading.local()  # the _Call running on this thread, seen by the connections
+
+
+class _Call:
+    """One client call's deadline and the connection it is using right now."""
+
+    __slots__ = ("deadline", "expired", "done", "_conn", "_lock")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self.done = False  # finished in time: the watchdog drops it when its deadline comes
+        self._conn: HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def attach(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            self._conn = conn
+            if self.expired:
+                _shutdown(conn)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._conn is not None:
+                _shutdown(self._conn)
+
+
+def _shutdown(conn: HTTPConnection) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread; close() may not
+    except OSError:
+        pass
+
+
+class _Watchdog:
+    """One daemon thread that expires calls whose deadline has passed."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Call]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, call: _Call) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (call.deadline, next(self._seq), call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ais-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, call = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            if not call.done:
+                call.expire()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        call = getattr(_current, "call", None)
+        if call is not None:
+            call.attach(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        call = getattr(_current, "call", None)
+        if call is not None:
+            call.attach(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """No adapter-level retries: a GetBatch redirect names a one-shot work item on the target."""
+
+    def __init__(self, pool_size: int) -> None:
+        super().__init__(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+
+def _session(cfg: ClientConfig) -> requests.Session:
+    s = requests.Session()
+    adapter = _WatchedAdapter(cfg.pool_size)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    s.verify = cfg.verify
+    if cfg.cert:
+        s.cert = cfg.cert
+    s.headers["User-Agent"] = f"{cfg.user_agent}/{__version__}"
+    if cfg.token:
+        s.headers["Authorization"] = f"Bearer {cfg.token}"
+    return s
+
+
+class Stream:
+    """A reply being read: its body in chunks, under the deadline of the call that opened it."""
+
+    def __init__(self, transport: Transport, resp: requests.Response, call: _Call, what: str):
+        self.response = resp
+        self.headers = resp.headers
+        self._transport = transport
+        self._call = call
+        self._what = what
+        self.bytes_read = 0
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The body as it arrives: each chunk is what the socket had, up to `size` bytes."""
+        raw = self.response.raw
+        _current.call = self._call
+        try:
+            while True:
+                try:
+                    chunk = raw.read1(size)
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                    raise self._transport._map_exception(e, self._call, self._what) from e
+                if not chunk:
+                    if self._call.expired:
+                        raise DeadlineExceeded("deadline passed while reading", what=self._what)
+                    return
+                self.bytes_read += len(chunk)
+                yield chunk
+        finally:
+            _current.call = None
+
+    def read_all(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        self._call.done = True
+        self.response.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Transport:
+    """Owns the sessions and the counters; every HTTP request of the client goes through here."""
+
+    def __init__(self, cfg: ClientConfig) -> None:
+        self.cfg = cfg
+        self.base = cfg.endpoint.rstrip("/") + "/v1/"
+        self._pools = {"meta": _session(cfg), "data": _session(cfg)}
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()  # logical calls by kind (list, head, get, moss...)
+        self.http_requests = 0  # every HTTP exchange, redirect hops included
+
+    def url(self, *parts: str) -> str:
+        return self.base + "/".join(quote(p, safe="/") for p in parts)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            out = {f"calls_{k}": v for k, v in self.calls.items()}
+            out["http_requests"] = self.http_requests
+            return out
+
+    def _count(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self.http_requests += 1
+
+    def _map_exception(self, e: BaseException, call: _Call, what: str) -> AisError:
+        if call.expired or isinstance(e, requests.Timeout):
+            return DeadlineExceeded(f"no complete answer in time ({type(e).__name__})", what=what)
+        return Unavailable(f"{type(e).__name__}: {e}", what=what)
+
+    def request(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        *,
+        pool: str = "meta",
+        timeout: float | None = None,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        retry: bool = True,
+        what: str = "",
+    ) -> Stream:
+        """Send one request (following redirects) and return its reply as a Stream.
+
+        `timeout` is the call's total deadline in seconds (default: the metadata or read deadline
+        for the pool). Retries happen only for `retry=True` calls, on 429, 5xx and connection
+        errors, with jittered exponential backoff, and never past the deadline. The caller must
+        close the Stream (it is a context manager).
+        """
+        d = self.cfg.deadlines
+        total = timeout if timeout is not None else (d.metadata if pool == "meta" else d.read)
+        deadline = time.monotonic() + total
+        session = self._pools[pool]
+        hdrs = dict(headers or {})
+        data = body
+        if json_body is not None:
+            data = json.dumps(json_body, separators=(",", ":")).encode()
+            hdrs["Content-Type"] = "application/json"
+        with self._lock:
+            self.calls[kind] += 1
+        attempt = 0
+        while True:
+            call = _Call(deadline)
+            _WATCHDOG.arm(call)
+            _current.call = call
+            try:
+                remaining = max(call.remaining(), 0.001)
+                resp = session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    headers=hdrs,
+                    stream=True,
+                    allow_redirects=True,
+                    timeout=(min(d.connect, remaining), min(d.idle, remaining)),
+                    hooks={"response": self._count},
+                )
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                call.done = True
+                err = self._map_exception(e, call, what)
+            else:
+                if resp.status_code in ok:
+                    return Stream(self, resp, call, what)
+                try:
+                    err_body = resp.content if method != "HEAD" else None
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                    err_body = f"(error body unreadable: {e})".encode()
+                finally:
+                    resp.close()
+                    call.done = True
+                err = error_from_response(resp.status_code, err_body, resp.headers, what)
+            finally:
+                _current.call = None
+            if not (retry and isinstance(err, (Throttled, Unavailable)) and attempt < self.cfg.retries):
+                raise err
+            backoff = random.uniform(0, min(2.0, 0.05 * 2**attempt))
+            if time.monotonic() + backoff >= deadline:
+                raise err
+            attempt += 1
+            time.sleep(backoff)
