@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import lz4.frame
 
 from aisbatchfs.ais.checksum import verify
-from aisbatchfs.ais.errors import BatchTruncated, ProtocolError
+from aisbatchfs.ais.errors import BatchTruncated, ProtocolError, RequestRejected
 from aisbatchfs.ais.models import BucketRef
 from aisbatchfs.ais.multipart import boundary_of, split_multipart
 from aisbatchfs.ais.tarstream import (
@@ -66,6 +66,9 @@ class BatchItem:
 
     def wire(self, default: BucketRef | None) -> dict:
         bck = self.bucket or default
+        for name in (self.objname, self.archpath or ""):
+            if any(c in (".", "..") for c in name.split("/")):
+                raise RequestRejected(f"name {name!r} has a '.' or '..' component")
         if bck is None:
             raise ValueError(f"item {self.objname!r} names no bucket and the batch has none")
         d: dict = {"objname": self.objname, "bucket": bck.name, "provider": bck.provider}

@@ -7,6 +7,7 @@ what the server said so a log line can name the object and the cause.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 
@@ -92,6 +93,15 @@ class SoftErrorLimit(BatchFailed):
     """More items were missing than the cluster's get_batch.max_soft_errs allows."""
 
 
+# A proxy relays its own failed intra-cluster call (e.g. GetBatch's phase 1 to a target that
+# does not answer) with the server's default status, 400. Those are cluster faults, not bad
+# requests: they are retried like a 5xx.
+_RELAYED_TRANSPORT_FAILURE = re.compile(
+    r"context deadline exceeded|Client\.Timeout|i/o timeout|connection refused|"
+    r"connection reset|broken pipe|EOF$"
+)
+
+
 def _server_message(body: bytes | str | None) -> tuple[str, str]:
     """(tcode, message) from AIStore's JSON error body; raw text when it is not JSON."""
     if not body:
@@ -125,6 +135,6 @@ def error_from_response(
         return RangeNotSatisfiable(message, **kw)
     if status == 400 and "soft-errors limit" in message:
         return SoftErrorLimit(message, **kw)
-    if status >= 500:
+    if status >= 500 or _RELAYED_TRANSPORT_FAILURE.search(message):
         return Unavailable(message, **kw)
     return RequestRejected(message, **kw)

@@ -35,6 +35,7 @@ from aisbatchfs.ais.config import ClientConfig
 from aisbatchfs.ais.errors import (
     AisError,
     DeadlineExceeded,
+    RequestRejected,
     Throttled,
     Unavailable,
     error_from_response,
@@ -194,6 +195,7 @@ class Stream:
                         raise DeadlineExceeded("deadline passed while reading", what=self._what)
                     return
                 self.bytes_read += len(chunk)
+                self._transport._received(len(chunk))
                 yield chunk
         finally:
             _current.call = None
@@ -222,15 +224,26 @@ class Transport:
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # logical calls by kind (list, head, get, moss...)
         self.http_requests = 0  # every HTTP exchange, redirect hops included
+        self.bytes_received = 0  # reply bodies read by callers
 
     def url(self, *parts: str) -> str:
+        """URL of an API path. Refuses `.`/`..` components: HTTP libraries resolve them on the
+        client side (`a/../b` would silently become `b`), and AIStore forbids them anyway."""
+        for part in parts:
+            if any(c in (".", "..") for c in part.split("/")):
+                raise RequestRejected(f"name {part!r} has a '.' or '..' component", what=part)
         return self.base + "/".join(quote(p, safe="/") for p in parts)
 
     def counters(self) -> dict[str, int]:
         with self._lock:
             out = {f"calls_{k}": v for k, v in self.calls.items()}
             out["http_requests"] = self.http_requests
+            out["bytes_received"] = self.bytes_received
             return out
+
+    def _received(self, n: int) -> None:
+        with self._lock:
+            self.bytes_received += n
 
     def _count(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
         with self._lock:
@@ -313,6 +326,9 @@ class Transport:
                 raise err
             backoff = random.uniform(0, min(2.0, 0.05 * 2**attempt))
             if time.monotonic() + backoff >= deadline:
-                raise err
+                raise DeadlineExceeded(
+                    f"deadline of {total:g}s passed after {attempt + 1} attempts; last: {err}",
+                    what=what,
+                ) from err
             attempt += 1
             time.sleep(backoff)

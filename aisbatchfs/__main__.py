@@ -1,0 +1,5 @@
+import sys
+
+from aisbatchfs.cli import main
+
+sys.exit(main())
