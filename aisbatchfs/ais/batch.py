@@ -246,6 +246,13 @@ class _Matcher:
         err = self.err_msgs[i] if self.err_msgs else ""
         if err and not missing:
             raise ProtocolError(f"item {i} has data and an error: {err}", what=self.what)
+        if missing and not self.batch.continue_on_error:
+            # a peer target sends placeholders even in strict mode (multi-target clusters)
+            raise BatchTruncated(
+                f"item {i} ({self.expected_name(item)}) is missing and the batch is strict",
+                first_missing=i,
+                what=self.what,
+            )
         if missing:
             return BatchOut(i, item, True, err or "missing"), b""
         if item.checksum and item.archpath is None and item.length is None:
