@@ -1,25 +1,82 @@
-"""The `aisbatchfs` command."""
+"""The `aisbatchfs` command.
+
+    aisbatchfs mount [SOURCE] MOUNTPOINT [--option ...] [-o key=value,...]
+    aisbatchfs umount MOUNTPOINT
+    aisbatchfs SOURCE MOUNTPOINT -o rw,dev,suid,...     (what mount -t fuse.aisbatchfs runs)
+
+SOURCE: an endpoint (http://host:8080, optionally /BUCKET[/PREFIX] after it), a bucket URL
+(ais://BUCKET[/PREFIX], s3://..., ais://#namespace/BUCKET), or 'aisbatchfs'/'none' when the
+options say everything. Without a bucket the whole cluster is mounted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 
-from aisbatchfs import __version__
+from aisbatchfs import __version__, options
+
+COMMANDS = ("mount", "umount")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aisbatchfs",
         description="Read AIStore through a plain filesystem, at GetBatch speed.",
+        epilog="Run 'aisbatchfs mount --help' for the mount options.",
     )
     p.add_argument("--version", action="version", version=f"aisbatchfs {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    m = sub.add_parser("mount", help="mount a cluster, a bucket or a prefix",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("source", nargs="?", metavar="SOURCE",
+                   help="endpoint URL or bucket URL (default: AIS_ENDPOINT, the whole cluster)")
+    m.add_argument("mountpoint", metavar="MOUNTPOINT")
+    m.add_argument("-o", dest="o", action="append", default=[], metavar="OPTS",
+                   help="comma-separated key=value daemon options and FUSE options")
+    options.add_arguments(m)
+    u = sub.add_parser("umount", help="unmount")
+    u.add_argument("mountpoint", metavar="MOUNTPOINT")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        argv.insert(0, "mount")  # mount(8) form: aisbatchfs SOURCE MOUNTPOINT -o ...
+    args = build_parser().parse_args(argv)
+    if args.command == "mount":
+        return _mount(args)
+    if args.command == "umount":
+        return _umount(args.mountpoint)
+    build_parser().print_help()
     return 0
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from aisbatchfs import daemon  # pyfuse3 is imported only when mounting
+
+    try:
+        cli = {o.name: getattr(args, o.name) for o in options.OPTIONS}
+        settings = options.resolve(cli, args.o, env=os.environ)
+    except options.OptionError as e:
+        print(f"aisbatchfs: {e}", file=sys.stderr)
+        return 2
+    return daemon.run(settings, args.source, args.mountpoint)
+
+
+def _umount(mountpoint: str) -> int:
+    for cmd in (["fusermount3", "-u", mountpoint], ["umount", mountpoint]):
+        if shutil.which(cmd[0]):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if r.returncode == 0:
+                return 0
+            err = r.stderr.strip()
+    print(f"aisbatchfs: cannot unmount {mountpoint}: {err}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

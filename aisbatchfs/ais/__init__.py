@@ -10,6 +10,7 @@ from aisbatchfs.ais.errors import (
     BatchTruncated,
     BucketNotFound,
     DeadlineExceeded,
+    ObjectChanged,
     ObjectNotFound,
     ProtocolError,
     RangeNotSatisfiable,
@@ -18,12 +19,12 @@ from aisbatchfs.ais.errors import (
     Throttled,
     Unavailable,
 )
-from aisbatchfs.ais.models import ArchiveMember, BucketRef, ObjectAttrs, ObjectEntry
+from aisbatchfs.ais.models import ArchiveMember, BucketProps, BucketRef, ObjectAttrs, ObjectEntry
 
 __all__ = [
-    "AccessDenied", "AisClient", "AisError", "ArchiveMember", "Batch", "BatchFailed",
+    "AccessDenied", "AisClient", "AisError", "ArchiveMember", "Batch", "BucketProps", "BatchFailed",
     "BatchItem", "BatchOut", "BatchTruncated", "BucketNotFound", "BucketRef", "ClientConfig",
-    "Deadlines", "DeadlineExceeded", "ListPage", "ObjectAttrs", "ObjectEntry", "ObjectNotFound",
+    "Deadlines", "DeadlineExceeded", "ListPage", "ObjectAttrs", "ObjectChanged", "ObjectEntry", "ObjectNotFound",
     "ProtocolError", "RangeNotSatisfiable", "RequestRejected", "SoftErrorLimit", "Throttled",
     "Unavailable",
 ]

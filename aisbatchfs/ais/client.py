@@ -15,11 +15,12 @@ from typing import Any
 from aisbatchfs.ais.batch import Batch
 from aisbatchfs.ais.checksum import verify
 from aisbatchfs.ais.config import ClientConfig
-from aisbatchfs.ais.errors import ObjectNotFound, ProtocolError
+from aisbatchfs.ais.errors import ObjectChanged, ObjectNotFound, ProtocolError
 from aisbatchfs.ais.models import (
     LS_ARCH_DIR,
     LS_NO_RECURSION,
     ArchiveMember,
+    BucketProps,
     BucketRef,
     ObjectAttrs,
     ObjectEntry,
@@ -55,16 +56,34 @@ class AisClient:
 
     # -- buckets ---------------------------------------------------------------------------------
 
-    def list_buckets(self, provider: str | None = "ais") -> list[BucketRef]:
+    def list_buckets(
+        self, provider: str | None = "ais", *, timeout: float | None = None
+    ) -> list[BucketRef]:
         """Buckets the cluster knows; provider=None lists every provider's."""
         t = self.transport
         params = {"provider": provider} if provider else {}
         with t.request(
             "list_buckets", "GET", t.url("buckets"), params=params,
-            json_body={"action": "list", "name": "", "value": None}, what="list buckets",
+            json_body={"action": "list", "name": "", "value": None}, timeout=timeout,
+            what="list buckets",
         ) as s:
             doc = _json(s.read_all(), "list buckets")
         return [BucketRef.from_json(b) for b in doc or []]
+
+    def bucket_props(self, bucket: BucketRef, *, timeout: float | None = None) -> BucketProps:
+        t = self.transport
+        what = f"HEAD {bucket}"
+        with t.request("head_bucket", "HEAD", t.url("buckets", bucket.name),
+                       params=bucket.params(), timeout=timeout, what=what) as s:
+            raw = s.headers.get("Ais-Bucket-Props", "")
+        try:
+            props = json.loads(raw)
+            return BucketProps(
+                created_ns=int(props.get("created") or 0),
+                checksum_type=(props.get("checksum") or {}).get("type", ""),
+            )
+        except (ValueError, TypeError, AttributeError):
+            raise ProtocolError(f"bad Ais-Bucket-Props header {raw[:200]!r}", what=what) from None
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -113,20 +132,24 @@ class AisClient:
         archives: bool = False,
         page_size: int = 0,
         props: str = LIST_PROPS,
+        timeout: float | None = None,
     ) -> Iterator[ObjectEntry]:
-        """Every entry under `prefix`, page after page (continuation token and listing uuid)."""
+        """Every entry under `prefix`, page after page (continuation token and listing uuid).
+        `timeout` is each page's deadline."""
         token = uuid = ""
         while True:
             page = self.list_page(
                 bucket, prefix, recursive=recursive, archives=archives, token=token,
-                uuid=uuid, page_size=page_size, props=props,
+                uuid=uuid, page_size=page_size, props=props, timeout=timeout,
             )
             yield from page.entries
             if not page.token:
                 return
             token, uuid = page.token, page.uuid
 
-    def list_archive(self, bucket: BucketRef, obj: str) -> list[ArchiveMember]:
+    def list_archive(
+        self, bucket: BucketRef, obj: str, *, timeout: float | None = None
+    ) -> list[ArchiveMember]:
         """Members of an archive object, via the server's archive listing (never a download).
 
         Names are as the server lists them: path-cleaned (`./a` is listed as `a`). The prefix
@@ -135,7 +158,8 @@ class AisClient:
         head = obj + "/"
         return [
             ArchiveMember(e.name[len(head):], e.size)
-            for e in self.list_objects(bucket, obj, archives=True, props="name,size")
+            for e in self.list_objects(bucket, obj, archives=True, props="name,size",
+                                       timeout=timeout)
             if e.name.startswith(head) and e.in_archive
         ]
 
@@ -199,12 +223,15 @@ class AisClient:
         length: int | None = None,
         archpath: str | None = None,
         expected_size: int | None = None,
+        expected_version: str | None = None,
         timeout: float | None = None,
     ) -> bytes:
         """Bytes of an object, a byte range of it, or one archive member, checked.
 
         Whole objects are checked against their stored checksum; every read against
-        Content-Length and, when given, `expected_size` (the size the caller listed).
+        Content-Length and, when given, `expected_size` (of the whole object or member, as
+        listed). `expected_version` raises ObjectChanged when the object was overwritten since
+        it was listed, so a range of a new version is never mixed with bytes of an old one.
         """
         if length == 0:
             return b""  # the server answers 416 to any range of an empty object
@@ -216,8 +243,15 @@ class AisClient:
         declared = h.get("Content-Length")
         if declared is not None and int(declared) != len(data):
             raise ProtocolError(f"got {len(data)} bytes, Content-Length {declared}", what=what)
-        if expected_size is not None and len(data) != expected_size:
-            raise ProtocolError(f"got {len(data)} bytes, expected {expected_size}", what=what)
+        version = h.get("Ais-Version")
+        if expected_version and version and version != expected_version:
+            raise ObjectChanged(f"version is {version}, listed as {expected_version}", what=what)
+        if expected_size is not None:
+            whole = len(data)
+            if start or length is not None:  # a range: Content-Range gives the object's size
+                whole = int(h.get("Content-Range", "/-1").rsplit("/", 1)[1])
+            if whole != expected_size:
+                raise ObjectChanged(f"size is {whole}, listed as {expected_size}", what=what)
         if not start and length is None and archpath is None:
             verify(h.get("Ais-Checksum-Type", ""), h.get("Ais-Checksum-Value", ""), data, what)
         return data
@@ -242,7 +276,40 @@ class AisClient:
             return self.get(bucket, obj, archpath=member, expected_size=expected_size,
                             timeout=timeout)
         except ObjectNotFound:
-            pass
+            return self.get_dotted_member(bucket, obj, member, expected_size=expected_size,
+                                          timeout=timeout)
+
+    def get_member_range(
+        self,
+        bucket: BucketRef,
+        obj: str,
+        member: str,
+        start: int,
+        length: int,
+        *,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Bytes [start, start+length) of an archive member: a one-item GetBatch, since the
+        server refuses a Range header together with archpath (501)."""
+        batch = Batch(self, bucket=bucket, continue_on_error=True, timeout=timeout)
+        batch.add(obj, archpath=member, start=start, length=length)
+        for out, data in batch.get():
+            if out.missing:
+                raise ObjectNotFound(f"{member} in {bucket}/{obj} does not exist",
+                                     status=404, what=f"GetBatch {bucket}/{obj} [{member}]")
+            return data
+        raise ProtocolError("empty GetBatch reply", what=f"GetBatch {bucket}/{obj} [{member}]")
+
+    def get_dotted_member(
+        self,
+        bucket: BucketRef,
+        obj: str,
+        member: str,
+        *,
+        expected_size: int | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """A member stored as `./member` (or `member`), by an anchored `archregx` request."""
         params = dict(bucket.params(), archregx=f"^(\\./)?{_go_regexp_escape(member)}$",
                       archmode="regexp")
         t = self.transport
@@ -263,7 +330,8 @@ class AisClient:
                                  what=what)
         data = exact[0].data
         if expected_size is not None and len(data) != expected_size:
-            raise ProtocolError(f"got {len(data)} bytes, expected {expected_size}", what=what)
+            raise ObjectChanged(f"member has {len(data)} bytes, listed as {expected_size}",
+                                what=what)
         return data
 
     def batch(self, **options) -> Batch:

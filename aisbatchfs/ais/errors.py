@@ -74,6 +74,10 @@ class ProtocolError(AisError):
     """The reply does not match what was asked: wrong member name, size or checksum, bad TAR."""
 
 
+class ObjectChanged(AisError):
+    """The object's version is not the one the caller listed: its bytes would not match."""
+
+
 class BatchFailed(AisError):
     """A GetBatch failed as a whole; the caller may split it and retry the parts."""
 

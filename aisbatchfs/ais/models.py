@@ -92,6 +92,14 @@ class ArchiveMember:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketProps:
+    """The parts of a bucket's properties the filesystem uses."""
+
+    created_ns: int  # creation time: a modification time that never moves
+    checksum_type: str  # of every object in it (listings give only the value)
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectAttrs:
     """What HEAD (or a whole-object GET) says about an object."""
 

@@ -1,0 +1,267 @@
+"""Mounting: check the cluster, mount, serve until unmounted or signalled, unmount cleanly.
+
+Background mounts fork first, before pyfuse3, trio or any thread exists (a forked process
+keeps only the forking thread). The child mounts and reports over a pipe; the parent exits
+only once the mount answers, with a status that says whether it worked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from aisbatchfs import logs
+from aisbatchfs.ais import AisClient, AisError, BucketNotFound, BucketRef, ClientConfig, Deadlines
+from aisbatchfs.ais.aio import AsyncAis
+from aisbatchfs.fs.namespace import Namespace
+from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
+from aisbatchfs.fs.reader import DirectReader
+from aisbatchfs.options import MountSettings
+
+log = logging.getLogger("aisbatchfs")
+
+_SCHEMES = {"ais": "ais", "s3": "aws", "aws": "aws", "gs": "gcp", "gcp": "gcp", "az": "azure",
+            "azure": "azure", "oc": "oci", "oci": "oci", "ht": "ht"}
+
+
+class MountError(Exception):
+    """The mount cannot be made; the message says why, for the person who asked."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to mount: the endpoint and, unless the whole cluster, a bucket and prefix."""
+
+    endpoint: str
+    bucket: BucketRef | None
+    prefix: str = ""
+
+    @property
+    def fsname(self) -> str:
+        where = f"/{self.bucket.name}" if self.bucket else ""
+        if self.bucket and self.prefix:
+            where += f"/{self.prefix}"
+        return f"ais:{self.endpoint}{where}"
+
+
+def parse_bucket(spec: str) -> tuple[BucketRef, str]:
+    """'NAME[/PREFIX]', 'ais://NAME/PREFIX', 's3://NAME', 'ais://@uuid#ns/NAME' or 'ais://#ns/NAME'."""
+    provider, namespace, rest = "ais", "", spec
+    if "://" in spec:
+        scheme, rest = spec.split("://", 1)
+        if scheme not in _SCHEMES:
+            raise MountError(f"unknown bucket provider {scheme!r} in {spec!r}; use one of "
+                             + ", ".join(sorted(_SCHEMES)))
+        provider = _SCHEMES[scheme]
+    if rest.startswith(("@", "#")):
+        namespace, _, rest = rest.partition("/")
+    name, _, prefix = rest.partition("/")
+    if not name:
+        raise MountError(f"no bucket name in {spec!r}")
+    return BucketRef(name, provider, namespace), prefix.strip("/")
+
+
+def resolve_target(source: str | None, settings: MountSettings) -> Target:
+    """SOURCE is an endpoint URL (optionally with /BUCKET[/PREFIX]), a bucket URL such as
+    ais://BUCKET/PREFIX, or a placeholder ('aisbatchfs', 'none'); options fill in the rest."""
+    endpoint = settings.endpoint
+    bucket_spec = settings.bucket
+    if source and source not in ("aisbatchfs", "none", "ais"):
+        if source.startswith(("http://", "https://")):
+            scheme, rest = source.split("://", 1)
+            host, _, path = rest.partition("/")
+            endpoint = endpoint or f"{scheme}://{host}"
+            if path.strip("/") and not bucket_spec:
+                bucket_spec = path.strip("/")
+        else:
+            bucket_spec = bucket_spec or source
+    endpoint = endpoint or os.environ.get("AIS_ENDPOINT")
+    if not endpoint:
+        raise MountError("no AIStore endpoint: give one (ENDPOINT, --endpoint, -o endpoint=) "
+                         "or set AIS_ENDPOINT")
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    bucket, prefix = parse_bucket(bucket_spec) if bucket_spec else (None, "")
+    return Target(endpoint.rstrip("/"), bucket, prefix)
+
+
+def clear_stale_mount(mountpoint: str) -> None:
+    """A daemon that died leaves 'Transport endpoint is not connected': unmount it lazily."""
+    try:
+        os.stat(mountpoint)
+        return
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
+    log.warning("%s is a dead FUSE mount (transport endpoint not connected); unmounting it",
+                mountpoint)
+    for cmd in (["fusermount3", "-uz", mountpoint], ["umount", "-l", mountpoint]):
+        if shutil.which(cmd[0]) and subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
+            return
+    raise MountError(f"{mountpoint} is a dead FUSE mount and could not be unmounted")
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    mountpoint = os.path.abspath(mountpoint)
+    clear_stale_mount(mountpoint)
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"mountpoint {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} is already a mount point")
+    return mountpoint
+
+
+def fuse_options(settings: MountSettings, target: Target) -> set[str]:
+    opts = set(settings.fuse_options)
+    if not any(o.startswith("fsname=") for o in opts):
+        opts.add(f"fsname={target.fsname}")
+    if not any(o.startswith("subtype=") for o in opts):
+        opts.add("subtype=aisbatchfs")
+    return opts
+
+
+async def serve(settings: MountSettings, target: Target, mountpoint: str,
+                ready: Callable[[str | None], None]) -> None:
+    """Mount and serve until unmounted or signalled. `ready(None)` once the mount answers,
+    `ready(message)` if it could not be made."""
+    cfg = ClientConfig.from_env(
+        target.endpoint,
+        deadlines=Deadlines(metadata=settings.metadata_timeout, read=settings.read_timeout),
+    )
+    client = AisClient(cfg)
+    ais = AsyncAis(client)
+    try:  # fail before mounting when the cluster or bucket is not there
+        if target.bucket is not None:
+            await ais.meta(client.bucket_props, target.bucket)
+        else:
+            await ais.meta(client.list_buckets, None)
+    except BucketNotFound as e:
+        raise MountError(f"bucket {target.bucket} does not exist ({e.message})") from None
+    except AisError as e:
+        raise MountError(f"cannot reach AIStore at {target.endpoint}: {e}") from None
+    ns = Namespace(ais, bucket=target.bucket, prefix=target.prefix, archives=settings.archives,
+                   archive_suffix=settings.archive_suffix, ttl=settings.metadata_ttl,
+                   negative_ttl=settings.negative_ttl, metadata_timeout=settings.metadata_timeout)
+    reader = DirectReader(ais, read_timeout=settings.read_timeout)
+    umask = settings.umask
+    look = Presentation(
+        uid=os.getuid() if settings.uid is None else settings.uid,
+        gid=os.getgid() if settings.gid is None else settings.gid,
+        file_mode=settings.file_mode & ~umask,
+        dir_mode=settings.dir_mode & ~umask,
+        ttl=settings.metadata_ttl,
+        negative_ttl=settings.negative_ttl,
+    )
+    ops: AisOperations = AisOperations(ns, reader, look, stats=lambda: stats_snapshot(ops, client.counters))
+    options = fuse_options(settings, target)
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except RuntimeError as e:
+        raise MountError(f"cannot mount {mountpoint}: {e}") from None
+    log.info("mounted %s at %s (options %s)", target.fsname, mountpoint, ",".join(sorted(options)))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
+            nursery.start_soon(_on_signals, nursery.cancel_scope)
+            nursery.start_soon(_announce_ready, mountpoint, ready)
+    finally:
+        with contextlib.suppress(Exception):
+            pyfuse3.close(unmount=True)
+        log.info("unmounted %s", mountpoint)
+
+
+async def _fuse_main(max_tasks: int, scope: trio.CancelScope) -> None:
+    await pyfuse3.main(min_tasks=1, max_tasks=max_tasks)
+    scope.cancel()  # unmounted from outside (fusermount3 -u): stop the rest too
+
+
+async def _on_signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None]) -> None:
+    """Stat the mount from a worker thread (never from the loop that serves it)."""
+    with trio.move_on_after(30) as waited:
+        while not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
+            await trio.sleep(0.02)
+        await trio.to_thread.run_sync(os.stat, mountpoint)
+    if waited.cancelled_caught:
+        log.error("%s did not answer within 30s of mounting", mountpoint)
+        ready(f"{mountpoint} did not answer within 30s of mounting")
+        return
+    log.info("%s is ready", mountpoint)
+    ready(None)
+
+
+def run(settings: MountSettings, source: str | None, mountpoint: str) -> int:
+    """Mount in the foreground or the background; the exit status says whether it worked."""
+    try:
+        target = resolve_target(source, settings)
+        mountpoint = check_mountpoint(mountpoint)
+    except MountError as e:
+        print(f"aisbatchfs: {e}", file=sys.stderr)
+        return 1
+    if settings.foreground:
+        logs.setup(settings.log_level, settings.log_file)
+        return _serve_here(settings, target, mountpoint, lambda msg: None)
+    return _daemonize(settings, target, mountpoint)
+
+
+def _serve_here(settings: MountSettings, target: Target, mountpoint: str,
+                ready: Callable[[str | None], None]) -> int:
+    try:
+        trio.run(serve, settings, target, mountpoint, ready)
+        return 0
+    except MountError as e:
+        log.error("%s", e)
+        ready(str(e))
+        return 1
+
+
+def _daemonize(settings: MountSettings, target: Target, mountpoint: str) -> int:
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:  # parent: wait for the child's word
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as r:
+            msg = r.read().decode(errors="replace")
+        if msg == "OK":
+            return 0
+        print(f"aisbatchfs: {msg or 'the daemon exited before the mount was ready'}",
+              file=sys.stderr)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return 1
+    os.close(rfd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    if settings.log_file:
+        os.dup2(devnull, 1)
+    os.close(devnull)
+    logs.setup(settings.log_level, settings.log_file)
+    w = os.fdopen(wfd, "wb", buffering=0)
+
+    def ready(msg: str | None) -> None:
+        if not w.closed:
+            w.write(b"OK" if msg is None else msg.encode())
+            w.close()
+
+    code = _serve_here(settings, target, mountpoint, ready)
+    ready("the daemon stopped before the mount was ready")
+    os._exit(code)

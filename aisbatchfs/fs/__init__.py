@@ -1,0 +1,1 @@
+"""The filesystem: FUSE operations over a namespace and a read path."""

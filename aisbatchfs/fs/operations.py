@@ -1,0 +1,324 @@
+"""FUSE operations: a thin layer from kernel requests to the namespace and the read path.
+
+It knows FUSE and errno and nothing of HTTP. Every handler turns any exception into an errno
+(fs/errors.py), so no object name, listing page or server fault can end the daemon. Write-type
+requests get EROFS from the daemon itself: the kernel mount stays read-write so the control
+directory can take a writable file later.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import json
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyfuse3
+
+from aisbatchfs import __version__
+from aisbatchfs.fs.errors import to_fuse_error
+from aisbatchfs.fs.namespace import DIR_KINDS, STATS_INO, Entry, Kind, Namespace, Node
+from aisbatchfs.fs.reader import ReadHandle, Reader
+
+XATTR_PREFIX = "user.ais."
+BLKSIZE = 128 << 10
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How entries look to programs: owner, modes, cache lifetimes."""
+
+    uid: int
+    gid: int
+    file_mode: int
+    dir_mode: int
+    ttl: float
+    negative_ttl: float
+
+
+def handler(op: str) -> Callable:
+    """Wrap a handler so every failure becomes an errno with a log line naming the object."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        async def wrapper(self: AisOperations, *args: Any) -> Any:
+            try:
+                return await fn(self, *args)
+            except pyfuse3.FUSEError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the daemon must survive anything
+                raise to_fuse_error(e, op, self._describe(args)) from None
+
+        return wrapper
+
+    return wrap
+
+
+class AisOperations(pyfuse3.Operations):
+    supports_dot_lookup = False  # no NFS export: the kernel resolves '..' itself
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, ns: Namespace, reader: Reader, look: Presentation,
+                 stats: Callable[[], dict]) -> None:
+        super().__init__()
+        self.ns = ns
+        self.reader = reader
+        self.look = look
+        self.stats = stats
+        self._fh = itertools.count(1)
+        self._dirs: dict[int, tuple[Entry, ...]] = {}
+        self._files: dict[int, tuple[Node, ReadHandle | bytes]] = {}
+        self.counters = {"opens": 0, "reads": 0, "bytes_read": 0}
+
+    def _describe(self, args: tuple) -> str:
+        if args and isinstance(args[0], int):
+            node = self.ns.nodes.get(args[0])
+            if node is not None:
+                e = node.entry
+                if e.bucket is not None:
+                    return f"{e.bucket}/{e.path}" + (f" [{e.member}]" if e.member else "")
+                return e.name or "/"
+        return repr(args[:2])
+
+    def _node(self, ino: int) -> Node:
+        try:
+            return self.ns.get(ino)
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    # -- attributes ------------------------------------------------------------------------------
+
+    def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        e = node.entry
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.generation = 0
+        a.entry_timeout = self.look.ttl
+        a.attr_timeout = self.look.ttl
+        if e.kind in DIR_KINDS:
+            a.st_mode = stat.S_IFDIR | self.look.dir_mode
+            a.st_size = 0
+        else:
+            a.st_mode = stat.S_IFREG | self.look.file_mode
+            a.st_size = e.size
+        if e.kind is Kind.CONTROL_FILE:
+            a.attr_timeout = a.entry_timeout = 0
+            a.st_size = 0  # generated at open and served with direct_io
+        a.st_nlink = 1  # directories too: "unknown", so find does not count subdirectories
+        a.st_uid = self.look.uid
+        a.st_gid = self.look.gid
+        a.st_blksize = BLKSIZE
+        a.st_blocks = (a.st_size + 511) // 512
+        t = self.ns.bucket_created_ns.get(e.bucket, 0) if e.bucket else 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t
+        return a
+
+    # -- names -----------------------------------------------------------------------------------
+
+    @handler("lookup")
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        if parent.kind not in DIR_KINDS:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        node = await self.ns.lookup(parent, os.fsdecode(name))
+        if node is None:  # a negative entry the kernel may cache
+            a = pyfuse3.EntryAttributes()
+            a.st_ino = 0
+            a.entry_timeout = self.look.negative_ttl
+            return a
+        await self._ensure_bucket_time(node.entry)
+        return self.attrs(node)
+
+    async def _ensure_bucket_time(self, e: Entry) -> None:
+        b = e.bucket
+        if b is not None and b not in self.ns.bucket_created_ns:
+            try:
+                props = await self.ns.ais.meta(self.ns.ais.client.bucket_props, b,
+                                               timeout=self.ns.timeout)
+                self.ns.bucket_created_ns[b] = props.created_ns
+            except Exception:  # noqa: BLE001 - times are cosmetic; 0 until the bucket answers
+                pass
+
+    @handler("getattr")
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self.attrs(self._node(inode))
+
+    @handler("forget")
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            self.ns.forget(ino, n)
+
+    # -- directories -----------------------------------------------------------------------------
+
+    @handler("opendir")
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        node = self._node(inode)
+        if node.kind not in DIR_KINDS:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        listing = await self.ns.list_dir(node)
+        for b in {e.bucket for e in listing.entries if e.bucket is not None}:
+            await self._ensure_bucket_time(Entry("", Kind.DIR, b))
+        fh = next(self._fh)
+        self._dirs[fh] = listing.entries  # this handle's snapshot: stable order, no repeats
+        return fh
+
+    @handler("readdir")
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        for i in range(start_id, len(entries)):
+            entry = entries[i]
+            node = self.ns.node_for(entry)
+            if not pyfuse3.readdir_reply(token, os.fsencode(entry.name), self.attrs(node), i + 1):
+                self.ns.drop_if_unused(node)
+                return
+            node.lookups += 1  # readdirplus entries count as lookups
+
+    @handler("releasedir")
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @handler("open")
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        if node.kind in DIR_KINDS:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        fh = next(self._fh)
+        self.counters["opens"] += 1
+        if node.ino == STATS_INO:
+            snapshot = json.dumps(self.stats(), indent=1, sort_keys=True).encode() + b"\n"
+            self._files[fh] = (node, snapshot)
+            self.ns.opened(node)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        e = node.entry
+        ident = (e.size, e.version, e.checksum)
+        keep = node.page_ident == ident  # the kernel's cached pages are of this same version
+        node.page_ident = ident
+        self._files[fh] = (node, self.reader.open(e))
+        self.ns.opened(node)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @handler("read")
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        node, h = self._files[fh]
+        if isinstance(h, bytes):
+            data = h[off : off + size]
+        else:
+            data = await self.reader.read(h, off, size)
+        self.counters["reads"] += 1
+        self.counters["bytes_read"] += len(data)
+        return data
+
+    @handler("release")
+    async def release(self, fh: int) -> None:
+        item = self._files.pop(fh, None)
+        if item is None:
+            return
+        node, h = item
+        if isinstance(h, ReadHandle):
+            self.reader.release(h)
+        self.ns.closed(node)
+
+    # -- extended attributes ---------------------------------------------------------------------
+
+    def _xattrs(self, node: Node) -> dict[str, bytes]:
+        e = node.entry
+        if e.bucket is None or e.kind in (Kind.CONTROL_DIR, Kind.CONTROL_FILE):
+            return {}
+        out = {"bucket": e.bucket.name, "provider": e.bucket.provider}
+        if e.bucket.namespace:
+            out["namespace"] = e.bucket.namespace
+        if e.kind in (Kind.FILE, Kind.ARCHIVE):
+            out["name"] = e.path
+            out["size"] = str(e.size)
+            if e.version:
+                out["version"] = e.version
+            if e.checksum:
+                out["checksum"] = e.checksum
+                out["checksum_type"] = self.ns.checksum_types.get(e.bucket, "")
+        elif e.kind in (Kind.MEMBER, Kind.MEMBER_DIR):
+            out["archive"] = e.path
+            out["archpath"] = e.member
+            if e.kind is Kind.MEMBER:
+                out["size"] = str(e.size)
+        elif e.kind is Kind.DIR:
+            out["prefix"] = e.path + "/" if e.path else ""
+        return {XATTR_PREFIX + k: v.encode() for k, v in out.items() if v != ""}
+
+    @handler("getxattr")
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        key = os.fsdecode(name)
+        if not key.startswith("user."):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)  # security.*, system.*: no ACLs, no labels
+        node = self._node(inode)
+        if key == XATTR_PREFIX + "checksum_type" and node.entry.bucket is not None:
+            await self._ensure_checksum_type(node.entry)
+        value = self._xattrs(node).get(key)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    async def _ensure_checksum_type(self, e: Entry) -> None:
+        if e.bucket not in self.ns.checksum_types:
+            props = await self.ns.ais.meta(self.ns.ais.client.bucket_props, e.bucket,
+                                           timeout=self.ns.timeout)
+            self.ns.checksum_types[e.bucket] = props.checksum_type
+            self.ns.bucket_created_ns.setdefault(e.bucket, props.created_ns)
+
+    @handler("listxattr")
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        node = self._node(inode)
+        if node.entry.checksum and node.entry.bucket is not None:
+            await self._ensure_checksum_type(node.entry)
+        return [k.encode() for k in self._xattrs(node)]
+
+    # -- the rest ----------------------------------------------------------------------------------
+
+    @handler("statfs")
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = BLKSIZE
+        s.f_frsize = 4096
+        s.f_blocks = (1 << 50) // s.f_frsize  # nominal 1 PiB: nothing here to measure
+        s.f_bfree = s.f_bavail = 0  # read-only: no room to write
+        s.f_files = len(self.ns.nodes)
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    @handler("access")
+    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        node = self._node(inode)
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        if mode & os.X_OK and node.kind not in DIR_KINDS:
+            return bool(self.look.file_mode & 0o111)
+        return True
+
+    async def _read_only(self, *args: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    setattr = mknod = mkdir = symlink = link = create = _read_only
+    unlink = rmdir = rename = write = setxattr = removexattr = _read_only
+
+
+def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict]) -> dict:
+    return {
+        "version": __version__,
+        "time": time.time(),
+        "fs": dict(ops.counters),
+        "namespace": dict(ops.ns.counters, nodes=len(ops.ns.nodes)),
+        "client": client_counters(),
+    }

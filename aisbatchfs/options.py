@@ -1,0 +1,267 @@
+"""The one option schema: every setting of aisbatchfs, defined once.
+
+Each option has a long flag (`--metadata-ttl`), an `-o key=value` spelling (`metadata_ttl=`),
+a TOML key (the same name), an environment variable (`AISBATCHFS_METADATA_TTL`), a type, a
+default and a one-line doc. The command line, the mount(8) helper form and the docs all read
+this table, so they cannot drift apart.
+
+Besides the daemon's own options, `-o` takes FUSE options that are handed to the kernel (only
+those pyfuse3 accepts) and generic mount(8) flags, which are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class OptionError(ValueError):
+    """A bad option: names the option and what it accepts."""
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if low in ("0", "false", "no", "off", "n", "f"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _octal(text: str) -> int:
+    value = int(text, 8)
+    if not 0 <= value <= 0o7777:
+        raise ValueError("expected an octal mode such as 022")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("expected seconds >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("expected seconds > 0")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+               "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'512MiB', '4g', '1048576' -> bytes (binary units)."""
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num):]
+    if unit not in _SIZE_UNITS or not num:
+        raise ValueError("expected a size such as 512MiB or 4GiB")
+    return int(float(num) * _SIZE_UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    metavar: str = ""
+    short: str = ""  # a short flag, e.g. -f
+    cli_only: bool = False  # not an -o key (e.g. --foreground)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "AISBATCHFS_" + self.name.upper()
+
+    def show_default(self) -> str:
+        if self.default is not None and self.parse is _octal:
+            return f"{self.default:03o}"
+        return _show(self.default)
+
+    def convert(self, raw: Any, where: str) -> Any:
+        if not isinstance(raw, str):
+            raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
+        if self.choices and raw not in self.choices:
+            raise OptionError(f"{where}: {self.name}={raw!r}: allowed values are "
+                              + ", ".join(self.choices))
+        try:
+            return self.parse(raw)
+        except ValueError as e:
+            raise OptionError(f"{where}: {self.name}={raw!r}: {e}") from None
+
+
+def _choice(text: str) -> str:
+    return text
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("endpoint", str, None, "AIStore endpoint, e.g. http://10.0.0.1:8080 (default: AIS_ENDPOINT)",
+           metavar="URL"),
+    Option("bucket", str, None, "mount one bucket, or a prefix of it, at the root: NAME[/PREFIX]; "
+           "ais://, s3://, gs:// ... select the provider (default: every bucket)", metavar="SPEC"),
+    Option("archives", _choice, "dir", "how archive objects (.tar .tgz .tar.gz .zip .tar.lz4) appear: "
+           "dir = a directory of members under the archive's name; file = plain files; "
+           "both = the file, and its members under the name plus archive_suffix",
+           choices=("dir", "file", "both")),
+    Option("archive_suffix", str, ".d", "with archives=both: suffix of the directory that holds an "
+           "archive's members"),
+    Option("uid", int, None, "owner of every file (default: the user who mounts)"),
+    Option("gid", int, None, "group of every file (default: the user's group)"),
+    Option("umask", _octal, 0o022, "permission bits removed from file_mode and dir_mode (octal)"),
+    Option("file_mode", _octal, 0o444, "permission bits of files before umask (octal)"),
+    Option("dir_mode", _octal, 0o555, "permission bits of directories before umask (octal)"),
+    Option("metadata_ttl", _seconds, 60.0, "seconds the kernel and the daemon trust a listing, "
+           "an entry or attributes before asking AIStore again"),
+    Option("negative_ttl", _seconds, 10.0, "seconds a name found missing stays missing without "
+           "asking AIStore again"),
+    Option("metadata_timeout", _positive_seconds, 10.0, "deadline in seconds of one listing or "
+           "HEAD; past it the operation fails with EIO"),
+    Option("first_byte_timeout", _positive_seconds, 5.0, "deadline in seconds for the first byte "
+           "of a batched read, after which the read path falls back"),
+    Option("read_timeout", _positive_seconds, 30.0, "deadline in seconds of one read from "
+           "AIStore; past it the read fails with EIO"),
+    Option("max_tasks", int, 64, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
+    Option("log_level", _choice, "info", "log verbosity",
+           choices=("debug", "info", "warning", "error")),
+    Option("log_file", str, None, "write the log here instead of stderr (background mounts "
+           "without it log to syslog's stderr: nowhere)", metavar="PATH"),
+    Option("foreground", _bool, False, "stay attached to the terminal instead of daemonizing",
+           short="-f", cli_only=True),
+)
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+# FUSE options handed to the kernel through pyfuse3 (which refuses anything else)
+FUSE_FLAGS = frozenset({"allow_other", "default_permissions", "auto_unmount", "debug", "dev",
+                        "nodev", "suid", "nosuid", "exec", "noexec", "ro"})
+FUSE_VALUED = frozenset({"fsname", "subtype"})
+# generic mount(8) / fstab flags: accepted silently
+VFS_FLAGS = frozenset({"rw", "defaults", "auto", "noauto", "user", "nouser", "users", "owner",
+                       "_netdev", "nofail", "atime", "noatime", "relatime", "norelatime",
+                       "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime",
+                       "nolazytime", "sync", "async", "dirsync", "mand", "nomand", "silent",
+                       "loud", "iversion", "noiversion"})
+
+
+@dataclass
+class MountSettings:
+    """Resolved settings: the daemon's options, plus what goes to the kernel."""
+
+    values: dict[str, Any]
+    fuse_options: set[str] = field(default_factory=set)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def split_o(specs: Iterable[str]) -> list[tuple[str, str | None]]:
+    """'-o a,b=c' values -> [(a, None), (b, 'c')]."""
+    out = []
+    for spec in specs:
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, eq, value = part.partition("=")
+            out.append((key.strip(), value if eq else None))
+    return out
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    o_specs: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    file_values: Mapping[str, Any] | None = None,
+) -> MountSettings:
+    """Merge defaults < file < environment < -o < flags, checking every key and value."""
+    values = {o.name: o.default for o in OPTIONS}
+    for key, raw in (file_values or {}).items():
+        opt = BY_NAME.get(key)
+        if opt is None or opt.cli_only:
+            raise OptionError(f"config file: unknown key {key!r}; known keys: "
+                              + ", ".join(o.name for o in OPTIONS if not o.cli_only))
+        values[key] = opt.convert(raw, "config file")
+    for opt in OPTIONS:
+        if env and opt.env in env and not opt.cli_only:
+            values[opt.name] = opt.convert(env[opt.env], opt.env)
+    fuse: set[str] = set()
+    for key, raw in split_o(o_specs):
+        opt = BY_NAME.get(key)
+        if opt is not None and not opt.cli_only:
+            if raw is None:
+                if opt.parse is not _bool:
+                    raise OptionError(f"-o {key}: needs a value ({key}=...)")
+                raw = "true"
+            values[key] = opt.convert(raw, "-o")
+        elif key in FUSE_FLAGS and raw is None:
+            fuse.add(key)
+        elif key in FUSE_VALUED and raw is not None:
+            fuse.add(f"{key}={raw}")
+        elif key in VFS_FLAGS or key.startswith(("x-", "comment=")) or key == "comment":
+            continue
+        else:
+            raise OptionError(
+                f"-o {key}: unknown option; daemon options: "
+                + ", ".join(o.name for o in OPTIONS if not o.cli_only)
+                + "; FUSE options: " + ", ".join(sorted(FUSE_FLAGS | FUSE_VALUED))
+            )
+    for name, value in cli.items():
+        if value is not None and name in BY_NAME:
+            values[name] = value
+    return MountSettings(values, fuse)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One long flag per option (the value is converted and checked by the schema)."""
+    for opt in OPTIONS:
+        names = [opt.flag] + ([opt.short] if opt.short else [])
+        help_ = f"{opt.doc} (default: {opt.show_default()})"
+        if opt.parse is _bool:
+            parser.add_argument(*names, dest=opt.name, action="store_const", const=True,
+                                default=None, help=help_)
+        else:
+            parser.add_argument(*names, dest=opt.name, default=None, metavar=opt.metavar or
+                                opt.name.upper(), type=_argparse_type(opt), help=help_)
+
+
+def _argparse_type(opt: Option) -> Callable[[str], Any]:
+    def convert(raw: str) -> Any:
+        try:
+            return opt.convert(raw, opt.flag)
+        except OptionError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = opt.name
+    return convert
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unset"
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The options table of the README, generated from the schema."""
+    rows = ["| option (`-o` key, TOML key) | flag | environment | default | meaning |",
+            "|---|---|---|---|---|"]
+    for o in OPTIONS:
+        key = "—" if o.cli_only else f"`{o.name}`"
+        env = "—" if o.cli_only else f"`{o.env}`"
+        flag = f"`{o.flag}`" + (f", `{o.short}`" if o.short else "")
+        doc = o.doc + (f" ({'/'.join(o.choices)})" if o.choices else "")
+        rows.append(f"| {key} | {flag} | {env} | `{o.show_default()}` | {doc} |")
+    return "\n".join(rows)
