@@ -112,3 +112,26 @@ def make_bucket() -> Iterator[Callable]:
             b.delete(missing_ok=True)
         except Exception as e:  # a failed cleanup must not hide the test's own result
             print(f"could not delete bucket {b.name}: {e}", file=sys.stderr)
+
+
+@pytest.fixture
+def mounter(tmp_path) -> Iterator[Callable]:
+    """mounter(source, *args) -> Mount: a real mount, always taken down after the test.
+
+    The daemon's log is printed at teardown; pytest shows it when the test failed.
+    """
+    from tests.mounting import mount
+
+    made = []
+
+    def make(source: str, *args: str, name: str | None = None, env: dict | None = None):
+        m = mount(source, tmp_path / (name or f"mnt{len(made)}"), *args, env=env)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        try:
+            m.stop()
+        finally:
+            print(f"--- daemon log for {m.path} ---\n{m.log_text()}")

@@ -8,8 +8,10 @@ Rules of the tree (README, "Namespace"):
 - A name that is both an object and a prefix (`x` and `x/...`) is the directory; the object is
   shadowed, counted and logged once. The same for an archive's member directory (`archives=dir`)
   beside a real prefix of the same name: the real prefix wins.
-- Names the kernel cannot take are skipped and counted: an empty component (`a//b`, `/a`), `.`,
-  `..`, or a component over 255 bytes. `.aisbatchfs` at the mount root is the control directory.
+- Names the kernel cannot take are skipped and counted: an empty component (`a//b`, `/a`; AIStore
+  itself stores `a//b` as `a/b`, so these come only from other backends), `.`, `..`, or a
+  component over 255 bytes (AIStore lists such names flattened at the top of a non-recursive
+  listing). `.aisbatchfs` at the mount root is the control directory.
 - Inode numbers are a hash of what the name stands for, so a name keeps its number after the
   kernel forgets it and across remounts, and no number is ever given to another name within a
   mount (a hash collision with a live node takes the next free number in a fixed probe order).
@@ -420,6 +422,15 @@ class Namespace:
                 rel = obj.name[len(prefix):]
                 if not obj.name.startswith(prefix) or not rel:
                     self.counters["skipped_empty_components"] += 1
+                    continue
+                if "/" in rel:
+                    # AIStore keeps names with a component over 255 bytes aside and lists them,
+                    # flattened, at the top of a non-recursive listing and nowhere below
+                    parts = rel.split("/")
+                    kind = ("skipped_long_names" if any(len(p.encode("utf-8", "surrogateescape"))
+                                                        > NAME_MAX for p in parts)
+                            else "skipped_empty_components")
+                    self.counters[kind] += 1
                     continue
                 if obj.is_dir:
                     out.append(Entry(rel, Kind.DIR, bucket, obj.name))
