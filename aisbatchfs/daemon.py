@@ -97,9 +97,12 @@ def resolve_target(source: str | None, settings: MountSettings) -> Target:
 
 
 def clear_stale_mount(mountpoint: str) -> None:
-    """A daemon that died leaves 'Transport endpoint is not connected': unmount it lazily."""
+    """A daemon that died leaves 'Transport endpoint is not connected': unmount it lazily.
+
+    statfs, not stat: the kernel may answer stat of the root from its attribute cache even
+    after the daemon is gone, while statfs always asks the daemon."""
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
         return
     except OSError as e:
         if e.errno != errno.ENOTCONN:
@@ -249,12 +252,12 @@ def _daemonize(settings: MountSettings, target: Target, mountpoint: str) -> int:
         return 1
     os.close(rfd)
     os.setsid()
+    # let go of the caller's terminal and pipes: whoever captures our output must see EOF
     devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    if settings.log_file:
-        os.dup2(devnull, 1)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
     os.close(devnull)
-    logs.setup(settings.log_level, settings.log_file)
+    logs.setup(settings.log_level, settings.log_file, syslog=not settings.log_file)
     w = os.fdopen(wfd, "wb", buffering=0)
 
     def ready(msg: str | None) -> None:

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import sys
 import time
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup(level: str = "info", path: str | None = None) -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    )
-    handler.setFormatter(logging.Formatter(FORMAT))
+def setup(level: str = "info", path: str | None = None, syslog: bool = False) -> None:
+    """Log to `path`, else to syslog if asked and there is one (background daemons), else to
+    stderr."""
+    handler: logging.Handler
+    if path:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter(FORMAT))
+    elif syslog and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.setFormatter(logging.Formatter("aisbatchfs[%(process)d]: %(levelname)s %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -134,8 +134,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_tasks", int, 64, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
     Option("log_level", _choice, "info", "log verbosity",
            choices=("debug", "info", "warning", "error")),
-    Option("log_file", str, None, "write the log here instead of stderr (background mounts "
-           "without it log to syslog's stderr: nowhere)", metavar="PATH"),
+    Option("log_file", str, None, "write the log here (default: stderr in the foreground, "
+           "syslog in the background)", metavar="PATH"),
     Option("foreground", _bool, False, "stay attached to the terminal instead of daemonizing",
            short="-f", cli_only=True),
 )
@@ -265,3 +265,7 @@ def markdown_table() -> str:
         doc = o.doc + (f" ({'/'.join(o.choices)})" if o.choices else "")
         rows.append(f"| {key} | {flag} | {env} | `{o.show_default()}` | {doc} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -42,8 +42,9 @@ class Presentation:
     negative_ttl: float
 
 
-def handler(op: str) -> Callable:
-    """Wrap a handler so every failure becomes an errno with a log line naming the object."""
+def handler(op: str, by_handle: bool = False) -> Callable:
+    """Wrap a handler so every failure becomes an errno with a log line naming the object.
+    `by_handle`: the first argument is a file handle, not an inode."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -53,7 +54,7 @@ def handler(op: str) -> Callable:
             except pyfuse3.FUSEError:
                 raise
             except Exception as e:  # noqa: BLE001 - the daemon must survive anything
-                raise to_fuse_error(e, op, self._describe(args)) from None
+                raise to_fuse_error(e, op, self._describe(args, by_handle)) from None
 
         return wrapper
 
@@ -77,9 +78,12 @@ class AisOperations(pyfuse3.Operations):
         self._files: dict[int, tuple[Node, ReadHandle | bytes]] = {}
         self.counters = {"opens": 0, "reads": 0, "bytes_read": 0}
 
-    def _describe(self, args: tuple) -> str:
+    def _describe(self, args: tuple, by_handle: bool) -> str:
         if args and isinstance(args[0], int):
-            node = self.ns.nodes.get(args[0])
+            if by_handle:
+                node = self._files.get(args[0], (None,))[0]
+            else:
+                node = self.ns.nodes.get(args[0])
             if node is not None:
                 e = node.entry
                 if e.bucket is not None:
@@ -169,7 +173,7 @@ class AisOperations(pyfuse3.Operations):
         self._dirs[fh] = listing.entries  # this handle's snapshot: stable order, no repeats
         return fh
 
-    @handler("readdir")
+    @handler("readdir", by_handle=True)
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         entries = self._dirs.get(fh)
         if entries is None:
@@ -182,7 +186,7 @@ class AisOperations(pyfuse3.Operations):
                 return
             node.lookups += 1  # readdirplus entries count as lookups
 
-    @handler("releasedir")
+    @handler("releasedir", by_handle=True)
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
@@ -210,7 +214,7 @@ class AisOperations(pyfuse3.Operations):
         self.ns.opened(node)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
-    @handler("read")
+    @handler("read", by_handle=True)
     async def read(self, fh: int, off: int, size: int) -> bytes:
         node, h = self._files[fh]
         if isinstance(h, bytes):
@@ -221,7 +225,7 @@ class AisOperations(pyfuse3.Operations):
         self.counters["bytes_read"] += len(data)
         return data
 
-    @handler("release")
+    @handler("release", by_handle=True)
     async def release(self, fh: int) -> None:
         item = self._files.pop(fh, None)
         if item is None:

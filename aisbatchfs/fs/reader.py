@@ -22,6 +22,11 @@ from aisbatchfs.fs.namespace import Entry, Kind
 MiB = 1 << 20
 
 
+# After a failed fetch the kernel retries the same page at once (readahead, then a synchronous
+# read): answer that retry with the same error instead of waiting out a second deadline.
+FAILURE_MEMORY = 2.0
+
+
 @dataclass
 class ReadHandle:
     """One open file: what it is (as listed at open) and the bytes fetched for it so far."""
@@ -30,6 +35,7 @@ class ReadHandle:
     buf_start: int = 0
     buf: bytes = b""
     lock: trio.Lock = field(default_factory=trio.Lock)
+    failed: tuple[int, float, Exception] | None = None  # (offset, when, error) of the last failure
 
 
 class Reader(Protocol):
@@ -73,8 +79,15 @@ class DirectReader:
             if not (start <= offset and offset + size <= start + len(buf)):
                 start = 0 if total <= self.whole_max else offset
                 length = total if total <= self.whole_max else min(self.window, total - offset)
-                buf = await self._fetch(handle.entry, start, length)
-                handle.buf, handle.buf_start = buf, start
+                failed = handle.failed
+                if failed and failed[0] == start and trio.current_time() - failed[1] < FAILURE_MEMORY:
+                    raise failed[2]
+                try:
+                    buf = await self._fetch(handle.entry, start, length)
+                except Exception as e:
+                    handle.failed = (start, trio.current_time(), e)
+                    raise
+                handle.buf, handle.buf_start, handle.failed = buf, start, None
         return buf[offset - start : offset - start + size]
 
     async def _fetch(self, e: Entry, start: int, length: int) -> bytes:
