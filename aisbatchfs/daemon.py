@@ -24,9 +24,13 @@ import trio
 from aisbatchfs import logs
 from aisbatchfs.ais import AisClient, AisError, BucketNotFound, BucketRef, ClientConfig, Deadlines
 from aisbatchfs.ais.aio import AsyncAis
+from aisbatchfs.fs.batcher import Batcher
+from aisbatchfs.fs.cache import ReadCache
+from aisbatchfs.fs.hints import Hints
 from aisbatchfs.fs.namespace import Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
-from aisbatchfs.fs.reader import DirectReader
+from aisbatchfs.fs.planner import Planner
+from aisbatchfs.fs.reader import BatchedReader, DirectReader, Reader
 from aisbatchfs.options import MountSettings
 
 log = logging.getLogger("aisbatchfs")
@@ -156,7 +160,29 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     ns = Namespace(ais, bucket=target.bucket, prefix=target.prefix, archives=settings.archives,
                    archive_suffix=settings.archive_suffix, ttl=settings.metadata_ttl,
                    negative_ttl=settings.negative_ttl, metadata_timeout=settings.metadata_timeout)
-    reader = DirectReader(ais, read_timeout=settings.read_timeout)
+    direct = DirectReader(ais, read_timeout=settings.read_timeout)
+    reader: Reader = direct
+    sections: dict = {}
+    batcher = hints = None
+    if settings.batch:
+        budget = settings.cache_size or default_cache_size()
+        cache = ReadCache(budget)
+        batcher = Batcher(
+            ais, cache, direct.fetch, lambda b: ns.checksum_types.get(b, ""),
+            max_items=settings.batch_max_items, max_bytes=settings.batch_max_bytes,
+            in_flight=settings.batches_in_flight, coalesce=settings.coalesce_ms / 1000,
+            first_byte_timeout=settings.first_byte_timeout, read_timeout=settings.read_timeout,
+        )
+        batched = BatchedReader(direct, cache, batcher, None, max_object=settings.batch_max_object)
+        batched.planner = Planner(ns, batched.batchable, max_items=settings.batch_max_items,
+                                  max_bytes=settings.batch_max_bytes)
+        hints = Hints(ns, batcher, batched.batchable)
+        reader = batched
+        sections = {"batch": batcher.stats, "cache": cache.stats, "hints": hints.stats}
+        log.info("read cache: %d MiB (batched reads of objects up to %d KiB)",
+                 budget >> 20, settings.batch_max_object >> 10)
+    else:
+        log.info("batching off: one GET per file")
     umask = settings.umask
     look = Presentation(
         uid=os.getuid() if settings.uid is None else settings.uid,
@@ -166,7 +192,9 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         ttl=settings.metadata_ttl,
         negative_ttl=settings.negative_ttl,
     )
-    ops: AisOperations = AisOperations(ns, reader, look, stats=lambda: stats_snapshot(ops, client.counters))
+    ops: AisOperations = AisOperations(
+        ns, reader, look, stats=lambda: stats_snapshot(ops, client.counters, **sections),
+        hint=hints.add if hints else None)
     options = fuse_options(settings, target)
     try:
         pyfuse3.init(ops, mountpoint, options)
@@ -175,6 +203,10 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     log.info("mounted %s at %s (options %s)", target.fsname, mountpoint, ",".join(sorted(options)))
     try:
         async with trio.open_nursery() as nursery:
+            direct.nursery = nursery
+            if batcher is not None and hints is not None:
+                await nursery.start(batcher.run)
+                await nursery.start(hints.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
             nursery.start_soon(_on_signals, nursery.cancel_scope)
             nursery.start_soon(_announce_ready, mountpoint, ready)
@@ -208,7 +240,37 @@ async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None]) 
         ready(f"{mountpoint} did not answer within 30s of mounting")
         return
     log.info("%s is ready", mountpoint)
+    await trio.to_thread.run_sync(_raise_fuse_limits, mountpoint)
     ready(None)
+
+
+MAX_BACKGROUND = 64  # the kernel's default is 12 background requests per FUSE connection
+CONGESTION_THRESHOLD = 48
+
+
+def _raise_fuse_limits(mountpoint: str) -> None:
+    """Let the kernel keep more read-ahead requests in flight than its default of 12, through
+    /sys/fs/fuse/connections/N (N is the mount's device minor; fusectl mounted if needed)."""
+    conns = "/sys/fs/fuse/connections"
+    try:
+        if not os.listdir(conns):
+            subprocess.run(["mount", "-t", "fusectl", "none", conns], capture_output=True,
+                           timeout=10)
+        d = os.path.join(conns, str(os.minor(os.stat(mountpoint).st_dev)))
+        for name, value in (("max_background", MAX_BACKGROUND),
+                            ("congestion_threshold", CONGESTION_THRESHOLD)):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(str(value))
+        log.info("FUSE connection %s: max_background=%d congestion_threshold=%d",
+                 os.path.basename(d), MAX_BACKGROUND, CONGESTION_THRESHOLD)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("could not raise the FUSE connection's background limit: %s", e)
+
+
+def default_cache_size() -> int:
+    """An eighth of the machine's memory, between 64 MiB and 4 GiB."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(64 << 20, min(total // 8, 4 << 30))
 
 
 def run(settings: MountSettings, source: str | None, mountpoint: str) -> int:
@@ -227,6 +289,9 @@ def run(settings: MountSettings, source: str | None, mountpoint: str) -> int:
 
 def _serve_here(settings: MountSettings, target: Target, mountpoint: str,
                 ready: Callable[[str | None], None]) -> int:
+    # FUSE requests are served by the event loop while GetBatch streams are parsed in worker
+    # threads: a short GIL switch interval keeps a request from waiting out a 5 ms slice
+    sys.setswitchinterval(0.0005)
     try:
         trio.run(serve, settings, target, mountpoint, ready)
         return 0

@@ -55,6 +55,13 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib":
                "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
 
 
+def _size_text(n: int) -> str:
+    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
 def parse_size(text: str) -> int:
     """'512MiB', '4g', '1048576' -> bytes (binary units)."""
     t = text.strip().lower().replace(" ", "")
@@ -87,6 +94,8 @@ class Option:
     def show_default(self) -> str:
         if self.default is not None and self.parse is _octal:
             return f"{self.default:03o}"
+        if self.default is not None and self.parse is parse_size:
+            return _size_text(self.default)
         return _show(self.default)
 
     def convert(self, raw: Any, where: str) -> Any:
@@ -131,7 +140,19 @@ OPTIONS: tuple[Option, ...] = (
            "of a batched read, after which the read path falls back"),
     Option("read_timeout", _positive_seconds, 30.0, "deadline in seconds of one read from "
            "AIStore; past it the read fails with EIO"),
-    Option("max_tasks", int, 64, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
+    Option("batch", _bool, True, "read small files through predicted and coalesced GetBatch "
+           "requests; --no-batch reads each file with its own GET (for comparison)"),
+    Option("cache_size", parse_size, None, "byte budget of the read cache, cached and in-flight "
+           "bytes together (default: 1/8 of RAM, at most 4GiB)", metavar="SIZE"),
+    Option("batch_max_object", parse_size, 1 << 20, "objects and members up to this size are "
+           "batched; larger ones are read with ranged GETs and read-ahead", metavar="SIZE"),
+    Option("batch_max_items", int, 256, "most items in one GetBatch request"),
+    Option("batch_max_bytes", parse_size, 32 << 20, "most bytes in one GetBatch request",
+           metavar="SIZE"),
+    Option("batches_in_flight", int, 4, "most GetBatch requests under way at once"),
+    Option("coalesce_ms", _seconds, 2.0, "milliseconds a miss waits for other misses to join "
+           "its GetBatch"),
+    Option("max_tasks", int, 128, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
     Option("log_level", _choice, "info", "log verbosity",
            choices=("debug", "info", "warning", "error")),
     Option("log_file", str, None, "write the log here (default: stderr in the foreground, "
@@ -232,6 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if opt.parse is _bool:
             parser.add_argument(*names, dest=opt.name, action="store_const", const=True,
                                 default=None, help=help_)
+            if not opt.cli_only:
+                parser.add_argument("--no-" + opt.name.replace("_", "-"), dest=opt.name,
+                                    action="store_const", const=False, help=argparse.SUPPRESS)
         else:
             parser.add_argument(*names, dest=opt.name, default=None, metavar=opt.metavar or
                                 opt.name.upper(), type=_argparse_type(opt), help=help_)

@@ -112,6 +112,7 @@ class Batch:
     streaming: bool = True
     only_obj_name: bool = False
     timeout: float | None = None
+    first_byte_timeout: float | None = None  # fail unless the first item starts this soon
     items: list[BatchItem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -159,6 +160,12 @@ class Batch:
 
     def get(self) -> Iterator[tuple[BatchOut, bytes]]:
         """Send the request and yield each item as soon as it is complete and checked."""
+        for group in self.get_groups():
+            yield from group
+
+    def get_groups(self) -> Iterator[list[tuple[BatchOut, bytes]]]:
+        """Like get(), but the items completed by one network read come as one list: a
+        consumer that hands items to another thread can do it once per read, not per item."""
         if not self.items:
             raise ValueError("empty batch")
         t = self.client.transport
@@ -167,7 +174,7 @@ class Batch:
         what = f"GetBatch of {len(self.items)} items"
         with t.request(
             "moss", "GET", url, pool="data", params=params, json_body=self.request_body(),
-            timeout=self.timeout, what=what,
+            timeout=self.timeout, first_byte_timeout=self.first_byte_timeout, what=what,
         ) as stream:
             matcher = _Matcher(self, what)
             if self.streaming:
@@ -259,19 +266,21 @@ class _Matcher:
             verify(item.checksum[0], item.checksum[1], m.data, f"{self.what}: {m.name}")
         return BatchOut(i, item), m.data
 
-    def run(self, chunks: Iterable[bytes]) -> Iterator[tuple[BatchOut, bytes]]:
+    def run(self, chunks: Iterable[bytes]) -> Iterator[list[tuple[BatchOut, bytes]]]:
         fmt = self.batch.output_format
         if fmt == ".zip":
-            yield from self._run_zip(b"".join(chunks))
+            yield list(self._run_zip(b"".join(chunks)))
             return
         decompress, flush = _decompressor(fmt)
         parser = TarStreamParser(on_header=self.on_header)
         try:
             for chunk in chunks:
-                for m in parser.feed(decompress(chunk)):
-                    yield self.finish(m)
-            for m in parser.feed(flush()):
-                yield self.finish(m)
+                members = parser.feed(decompress(chunk))
+                if members:
+                    yield [self.finish(m) for m in members]
+            members = parser.feed(flush())
+            if members:
+                yield [self.finish(m) for m in members]
             parser.close()
         except TarTruncatedError:
             self._truncated()
@@ -310,7 +319,7 @@ class _Matcher:
 
     def run_multipart(
         self, chunks: Iterable[bytes], boundary: str
-    ) -> Iterator[tuple[BatchOut, bytes]]:
+    ) -> Iterator[list[tuple[BatchOut, bytes]]]:
         parts = split_multipart(chunks, boundary)
         meta = bytearray()
         archive_first: bytes | None = None

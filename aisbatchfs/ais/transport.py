@@ -47,11 +47,15 @@ _current = threading.local()  # the _Call running on this thread, seen by the co
 class _Call:
     """One client call's deadline and the connection it is using right now."""
 
-    __slots__ = ("deadline", "expired", "done", "_conn", "_lock")
+    __slots__ = ("deadline", "first_byte_deadline", "got_first_byte", "expired", "why", "done",
+                 "_conn", "_lock")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, first_byte_deadline: float | None = None) -> None:
         self.deadline = deadline
+        self.first_byte_deadline = first_byte_deadline
+        self.got_first_byte = False
         self.expired = False
+        self.why = ""
         self.done = False  # finished in time: the watchdog drops it when its deadline comes
         self._conn: HTTPConnection | None = None
         self._lock = threading.Lock()
@@ -65,9 +69,10 @@ class _Call:
             if self.expired:
                 _shutdown(conn)
 
-    def expire(self) -> None:
+    def expire(self, why: str) -> None:
         with self._lock:
             self.expired = True
+            self.why = why
             if self._conn is not None:
                 _shutdown(self._conn)
 
@@ -86,14 +91,16 @@ class _Watchdog:
     """One daemon thread that expires calls whose deadline has passed."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Call]] = []
+        self._heap: list[tuple[float, int, _Call, bool]] = []  # (when, seq, call, first-byte?)
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def arm(self, call: _Call) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (call.deadline, next(self._seq), call))
+            heapq.heappush(self._heap, (call.deadline, next(self._seq), call, False))
+            if call.first_byte_deadline is not None:
+                heapq.heappush(self._heap, (call.first_byte_deadline, next(self._seq), call, True))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ais-deadlines", daemon=True)
                 self._thread.start()
@@ -104,14 +111,15 @@ class _Watchdog:
             with self._cond:
                 while not self._heap:
                     self._cond.wait()
-                deadline, _, call = self._heap[0]
+                deadline, _, call, first_byte = self._heap[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
                 heapq.heappop(self._heap)
-            if not call.done:
-                call.expire()
+            if call.done or (first_byte and call.got_first_byte):
+                continue
+            call.expire("no first byte in time" if first_byte else "deadline passed")
 
 
 _WATCHDOG = _Watchdog()
@@ -192,8 +200,9 @@ class Stream:
                     raise self._transport._map_exception(e, self._call, self._what) from e
                 if not chunk:
                     if self._call.expired:
-                        raise DeadlineExceeded("deadline passed while reading", what=self._what)
+                        raise DeadlineExceeded(f"{self._call.why} while reading", what=self._what)
                     return
+                self._call.got_first_byte = True
                 self.bytes_read += len(chunk)
                 self._transport._received(len(chunk))
                 yield chunk
@@ -251,7 +260,8 @@ class Transport:
 
     def _map_exception(self, e: BaseException, call: _Call, what: str) -> AisError:
         if call.expired or isinstance(e, requests.Timeout):
-            return DeadlineExceeded(f"no complete answer in time ({type(e).__name__})", what=what)
+            why = call.why or "no complete answer in time"
+            return DeadlineExceeded(f"{why} ({type(e).__name__})", what=what)
         return Unavailable(f"{type(e).__name__}: {e}", what=what)
 
     def request(
@@ -268,13 +278,16 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
         retry: bool = True,
+        first_byte_timeout: float | None = None,
         what: str = "",
     ) -> Stream:
         """Send one request (following redirects) and return its reply as a Stream.
 
         `timeout` is the call's total deadline in seconds (default: the metadata or read deadline
         for the pool). Retries happen only for `retry=True` calls, on 429, 5xx and connection
-        errors, with jittered exponential backoff, and never past the deadline. The caller must
+        errors, with jittered exponential backoff, and never past the deadline. With
+        `first_byte_timeout`, the call also fails unless the first byte of the body arrives
+        that soon (GetBatch sends its 200 at once, then waits to assemble). The caller must
         close the Stream (it is a context manager).
         """
         d = self.cfg.deadlines
@@ -290,7 +303,8 @@ class Transport:
             self.calls[kind] += 1
         attempt = 0
         while True:
-            call = _Call(deadline)
+            first = time.monotonic() + first_byte_timeout if first_byte_timeout else None
+            call = _Call(deadline, first if first is not None and first < deadline else None)
             _WATCHDOG.arm(call)
             _current.call = call
             try:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 ROOT_INO = 1
 CONTROL_DIR_INO = 2
 STATS_INO = 3
+PREFETCH_INO = 4
 CONTROL_DIR = ".aisbatchfs"
 _RESERVED = 16  # inode numbers below this are fixed ones
 NAME_MAX = 255
@@ -138,10 +139,12 @@ class Namespace:
         self.by_key: dict[tuple, int] = {root.key: ROOT_INO}
         control = Entry(CONTROL_DIR, Kind.CONTROL_DIR, path=CONTROL_DIR)
         stats = Entry("stats", Kind.CONTROL_FILE, path="stats")
-        for ino, e in ((CONTROL_DIR_INO, control), (STATS_INO, stats)):
+        prefetch = Entry("prefetch", Kind.CONTROL_FILE, path="prefetch")
+        for ino, e in ((CONTROL_DIR_INO, control), (STATS_INO, stats), (PREFETCH_INO, prefetch)):
             self.nodes[ino] = Node(ino, e, lookups=1)
             self.by_key[e.key] = ino
-        self.control_listing = Listing((stats,), {"stats": stats}, float("inf"))
+        self.control_listing = Listing((prefetch, stats), {"stats": stats, "prefetch": prefetch},
+                                       float("inf"))
         self._listings: OrderedDict[tuple, Listing] = OrderedDict()
         self._listed_entries = 0
         self._loading: dict[tuple, trio.Event] = {}
@@ -231,8 +234,8 @@ class Namespace:
                 return None
             del self._negative[neg_key]
         listing = self._fresh_listing(parent.entry)
-        if listing is not None or parent.kind not in (Kind.DIR,):
-            listing = listing or await self.list_dir(parent)
+        if listing is not None or parent.kind is not Kind.DIR:
+            listing = listing or await self.listing(parent.entry)
             entry = listing.by_name.get(name)
         else:
             entry = await self._probe(parent.entry, name)
@@ -294,6 +297,33 @@ class Namespace:
 
     # -- listings --------------------------------------------------------------------------------
 
+    def parent_listing(self, entry: Entry) -> tuple[tuple, Listing] | None:
+        """The cached listing of the directory that holds `entry` (fresh or not), if any."""
+        b = entry.bucket
+        if b is None:
+            return None
+        bkey = (b.provider, b.namespace, b.name)
+        if entry.kind is Kind.MEMBER:
+            parent, _, _ = entry.member.rpartition("/")
+            key = ((int(Kind.MEMBER_DIR), bkey, entry.path, parent) if parent
+                   else (int(Kind.ARCHIVE), bkey, entry.path, ""))
+        else:
+            key = (int(Kind.DIR), bkey, entry.path.rpartition("/")[0], "")
+        listing = self._listings.get(key)
+        return (key, listing) if listing is not None else None
+
+    async def resolve(self, path: str) -> Entry | None:
+        """The entry at `path` (relative to the mount root), listing each directory on the way
+        once; no kernel reference is taken (for hints)."""
+        entry = self.nodes[ROOT_INO].entry
+        for name in (p for p in path.split("/") if p):
+            if not entry.is_dir or entry.kind is Kind.CONTROL_DIR:
+                return None
+            entry = (await self.listing(entry)).by_name.get(name)
+            if entry is None:
+                return None
+        return entry
+
     def _fresh_listing(self, entry: Entry) -> Listing | None:
         key = entry.key
         listing = self._listings.get(key)
@@ -305,8 +335,10 @@ class Namespace:
         return listing
 
     async def list_dir(self, node: Node) -> Listing:
+        return await self.listing(node.entry)
+
+    async def listing(self, entry: Entry) -> Listing:
         """The directory's children, from the cache while fresh; one load at a time per dir."""
-        entry = node.entry
         if entry.kind is Kind.CONTROL_DIR:
             return self.control_listing
         while True:
@@ -463,11 +495,15 @@ class Namespace:
             while len(self._archives) > 1024:
                 self._archives.popitem(last=False)
         self._archives.move_to_end(key)
-        return list(_members_under(bucket, entry.path, entry.member, cached[0]))
+        return list(_members_under(entry, cached[0]))
 
 
-def _members_under(bucket: BucketRef, archive: str, under: str, members: list[ArchiveMember]):
-    """The entries of directory `under` inside the archive: members, and subdirectories."""
+def _members_under(d: Entry, members: list[ArchiveMember]):
+    """The entries of an archive directory (the archive itself or a directory inside it):
+    members and subdirectories, carrying the archive's version and checksum, so that a new
+    version of the archive makes new cache keys for its members."""
+    bucket, archive, under = d.bucket, d.path, d.member
+    ident = {"version": d.version, "checksum": d.checksum}
     head = under + "/" if under else ""
     dirs: set[str] = set()
     for m in members:
@@ -478,9 +514,9 @@ def _members_under(bucket: BucketRef, archive: str, under: str, members: list[Ar
         if slash:
             if first not in dirs:
                 dirs.add(first)
-                yield Entry(first, Kind.MEMBER_DIR, bucket, archive, head + first)
+                yield Entry(first, Kind.MEMBER_DIR, bucket, archive, head + first, **ident)
         else:
-            yield Entry(rest, Kind.MEMBER, bucket, archive, m.name, size=m.size)
+            yield Entry(rest, Kind.MEMBER, bucket, archive, m.name, size=m.size, **ident)
 
 
 def _group_name(b: BucketRef | None) -> str:

@@ -23,7 +23,15 @@ import pyfuse3
 
 from aisbatchfs import __version__
 from aisbatchfs.fs.errors import to_fuse_error
-from aisbatchfs.fs.namespace import DIR_KINDS, STATS_INO, Entry, Kind, Namespace, Node
+from aisbatchfs.fs.namespace import (
+    DIR_KINDS,
+    PREFETCH_INO,
+    STATS_INO,
+    Entry,
+    Kind,
+    Namespace,
+    Node,
+)
 from aisbatchfs.fs.reader import ReadHandle, Reader
 
 XATTR_PREFIX = "user.ais."
@@ -67,15 +75,16 @@ class AisOperations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, ns: Namespace, reader: Reader, look: Presentation,
-                 stats: Callable[[], dict]) -> None:
+                 stats: Callable[[], dict], hint: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.ns = ns
         self.reader = reader
         self.look = look
         self.stats = stats
+        self.hint = hint  # takes one path written to /.aisbatchfs/prefetch
         self._fh = itertools.count(1)
         self._dirs: dict[int, tuple[Entry, ...]] = {}
-        self._files: dict[int, tuple[Node, ReadHandle | bytes]] = {}
+        self._files: dict[int, tuple[Node, ReadHandle | bytes | bytearray]] = {}
         self.counters = {"opens": 0, "reads": 0, "bytes_read": 0}
 
     def _describe(self, args: tuple, by_handle: bool) -> str:
@@ -115,6 +124,8 @@ class AisOperations(pyfuse3.Operations):
         if e.kind is Kind.CONTROL_FILE:
             a.attr_timeout = a.entry_timeout = 0
             a.st_size = 0  # generated at open and served with direct_io
+            if node.ino == PREFETCH_INO:
+                a.st_mode = stat.S_IFREG | 0o200 | (self.look.file_mode & 0o444)
         a.st_nlink = 1  # directories too: "unknown", so find does not count subdirectories
         a.st_uid = self.look.uid
         a.st_gid = self.look.gid
@@ -147,6 +158,7 @@ class AisOperations(pyfuse3.Operations):
                 props = await self.ns.ais.meta(self.ns.ais.client.bucket_props, b,
                                                timeout=self.ns.timeout)
                 self.ns.bucket_created_ns[b] = props.created_ns
+                self.ns.checksum_types[b] = props.checksum_type
             except Exception:  # noqa: BLE001 - times are cosmetic; 0 until the bucket answers
                 pass
 
@@ -195,6 +207,13 @@ class AisOperations(pyfuse3.Operations):
     @handler("open")
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         node = self._node(inode)
+        if node.ino == PREFETCH_INO:  # the one writable file: hints, one path per line
+            if not flags & (os.O_WRONLY | os.O_RDWR) or self.hint is None:
+                raise pyfuse3.FUSEError(errno.EACCES if self.hint else errno.EROFS)
+            fh = next(self._fh)
+            self._files[fh] = (node, bytearray())  # per handle: concurrent writers never mix
+            self.ns.opened(node)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
         if node.kind in DIR_KINDS:
@@ -217,6 +236,8 @@ class AisOperations(pyfuse3.Operations):
     @handler("read", by_handle=True)
     async def read(self, fh: int, off: int, size: int) -> bytes:
         node, h = self._files[fh]
+        if isinstance(h, bytearray):
+            raise pyfuse3.FUSEError(errno.EBADF)
         if isinstance(h, bytes):
             data = h[off : off + size]
         else:
@@ -233,7 +254,31 @@ class AisOperations(pyfuse3.Operations):
         node, h = item
         if isinstance(h, ReadHandle):
             self.reader.release(h)
+        elif isinstance(h, bytearray) and h and self.hint:
+            self.hint(h.decode("utf-8", "surrogateescape"))  # a last line without a newline
         self.ns.closed(node)
+
+    @handler("write", by_handle=True)
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        item = self._files.get(fh)
+        if item is None or not isinstance(item[1], bytearray):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        pending = item[1]
+        pending += buf
+        *lines, rest = pending.split(b"\n")
+        pending[:] = rest
+        assert self.hint is not None
+        for line in lines:
+            if line.strip():
+                self.hint(line.decode("utf-8", "surrogateescape"))
+        return len(buf)
+
+    @handler("setattr")
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
+        if inode == PREFETCH_INO and not (fields.update_mode or fields.update_uid
+                                          or fields.update_gid):
+            return self.attrs(self._node(inode))  # O_TRUNC and utimes on the hints file: no-op
+        raise pyfuse3.FUSEError(errno.EROFS)
 
     # -- extended attributes ---------------------------------------------------------------------
 
@@ -305,7 +350,7 @@ class AisOperations(pyfuse3.Operations):
     @handler("access")
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
         node = self._node(inode)
-        if mode & os.W_OK:
+        if mode & os.W_OK and not (inode == PREFETCH_INO and self.hint):
             raise pyfuse3.FUSEError(errno.EROFS)
         if mode & os.X_OK and node.kind not in DIR_KINDS:
             return bool(self.look.file_mode & 0o111)
@@ -314,15 +359,19 @@ class AisOperations(pyfuse3.Operations):
     async def _read_only(self, *args: Any) -> None:
         raise pyfuse3.FUSEError(errno.EROFS)
 
-    setattr = mknod = mkdir = symlink = link = create = _read_only
-    unlink = rmdir = rename = write = setxattr = removexattr = _read_only
+    mknod = mkdir = symlink = link = create = _read_only
+    unlink = rmdir = rename = setxattr = removexattr = _read_only
 
 
-def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict]) -> dict:
-    return {
+def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict],
+                   **sections: Callable[[], dict]) -> dict:
+    out = {
         "version": __version__,
+        "pid": os.getpid(),
         "time": time.time(),
         "fs": dict(ops.counters),
         "namespace": dict(ops.ns.counters, nodes=len(ops.ns.nodes)),
         "client": client_counters(),
     }
+    out.update({name: fn() for name, fn in sections.items()})
+    return out

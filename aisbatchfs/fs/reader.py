@@ -1,11 +1,16 @@
 """The read path: `read(handle, offset, size)` for files and archive members.
 
-One interface (`Reader`), so the batched GetBatch path can take the place of this direct one.
-DirectReader uses plain requests: a small object or member is fetched whole on its first read
-and kept with the open handle (the kernel reads a file in 128 KiB pieces); a large one is read in
-windows with ranged GETs, or for members (the server refuses Range with archpath) with a
-one-item GetBatch carrying start/length. Every fetch checks that the object is still the one
-listed (size and version), so a handle never mixes bytes of two versions.
+Two strategies behind one interface (`Reader`):
+- DirectReader: plain requests. A small object or member is fetched whole on its first read
+  and kept with the handle (the kernel asks in 128 KiB pieces). A large one is read in windows
+  with ranged GETs (members: one-item GetBatch ranges, since the server refuses Range with
+  archpath). The window starts small and doubles while reads stay sequential, so scattered
+  small reads (Parquet footers, zip directories, HDF5) do not fetch far more than they read;
+  a seek resets it; a sequential reader gets the next window fetched in the background.
+- BatchedReader: small objects and members come from the cache, filled by GetBatch requests
+  that the planner predicts and the batcher coalesces. Large ones go the direct way.
+Every fetch checks the object is still the one listed (size, version), so a handle never mixes
+bytes of two versions.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ import trio
 
 from aisbatchfs.ais import BucketRef, ObjectNotFound
 from aisbatchfs.ais.aio import AsyncAis
+from aisbatchfs.fs.batcher import Batcher, item_key
+from aisbatchfs.fs.cache import ReadCache
 from aisbatchfs.fs.namespace import Entry, Kind
+from aisbatchfs.fs.planner import Planner
 
 MiB = 1 << 20
-
-
 # After a failed fetch the kernel retries the same page at once (readahead, then a synchronous
 # read): answer that retry with the same error instead of waiting out a second deadline.
 FAILURE_MEMORY = 2.0
 
 
-@dataclass
+@dataclass(eq=False)
+class _Ahead:
+    start: int
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+
+
+@dataclass(eq=False)
 class ReadHandle:
     """One open file: what it is (as listed at open) and the bytes fetched for it so far."""
 
@@ -36,6 +49,9 @@ class ReadHandle:
     buf: bytes = b""
     lock: trio.Lock = field(default_factory=trio.Lock)
     failed: tuple[int, float, Exception] | None = None  # (offset, when, error) of the last failure
+    window: int = 0
+    next_off: int = -1  # where a sequential reader reads next
+    ahead: _Ahead | None = None
 
 
 class Reader(Protocol):
@@ -54,20 +70,24 @@ class DirectReader:
         ais: AsyncAis,
         *,
         read_timeout: float,
-        whole_max: int = 8 * MiB,
-        window: int = 8 * MiB,
+        whole_max: int = 4 * MiB,
+        first_window: int = 512 << 10,
+        max_window: int = 32 * MiB,
     ) -> None:
         self.ais = ais
         self.timeout = read_timeout
         self.whole_max = whole_max
-        self.window = window
-        self._dotted: set[tuple[BucketRef, str]] = set()  # archives storing `./name` members
+        self.first_window = first_window
+        self.max_window = max_window
+        self.nursery: trio.Nursery | None = None  # set by the daemon: read-ahead runs there
+        self.dotted: set[tuple[BucketRef, str]] = set()  # archives storing `./name` members
 
     def open(self, entry: Entry) -> ReadHandle:
         return ReadHandle(entry)
 
     def release(self, handle: ReadHandle) -> None:
         handle.buf = b""
+        handle.ahead = None
 
     async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes:
         total = handle.entry.size
@@ -75,45 +95,142 @@ class DirectReader:
             return b""
         size = min(size, total - offset)
         async with handle.lock:  # concurrent reads of one handle share one fetch
-            buf, start = handle.buf, handle.buf_start
-            if not (start <= offset and offset + size <= start + len(buf)):
-                start = 0 if total <= self.whole_max else offset
-                length = total if total <= self.whole_max else min(self.window, total - offset)
-                failed = handle.failed
-                if failed and failed[0] == start and trio.current_time() - failed[1] < FAILURE_MEMORY:
-                    raise failed[2]
-                try:
-                    buf = await self._fetch(handle.entry, start, length)
-                except Exception as e:
-                    handle.failed = (start, trio.current_time(), e)
-                    raise
-                handle.buf, handle.buf_start, handle.failed = buf, start, None
+            if not (handle.buf_start <= offset
+                    and offset + size <= handle.buf_start + len(handle.buf)):
+                await self._refill(handle, offset, total)
+            start, buf = handle.buf_start, handle.buf
+            handle.next_off = offset + size
+            self._read_ahead(handle, offset + size, total)
         return buf[offset - start : offset - start + size]
 
-    async def _fetch(self, e: Entry, start: int, length: int) -> bytes:
+    async def _refill(self, handle: ReadHandle, offset: int, total: int) -> None:
+        if total <= self.whole_max:
+            start, length = 0, total
+        else:
+            sequential = offset == handle.next_off
+            handle.window = (min(max(handle.window * 2, self.first_window), self.max_window)
+                             if sequential else self.first_window)
+            start, length = offset, min(handle.window, total - offset)
+        ahead = handle.ahead
+        if ahead is not None and ahead.start == start:
+            await ahead.done.wait()
+            if ahead.data is not None and len(ahead.data) >= min(length, total - start):
+                handle.buf, handle.buf_start, handle.ahead = ahead.data, start, None
+                return
+        handle.ahead = None
+        failed = handle.failed
+        if failed and failed[0] == start and trio.current_time() - failed[1] < FAILURE_MEMORY:
+            raise failed[2]
+        try:
+            buf = await self.fetch(handle.entry, start, length)
+        except Exception as e:
+            handle.failed = (start, trio.current_time(), e)
+            raise
+        handle.buf, handle.buf_start, handle.failed = buf, start, None
+
+    def _read_ahead(self, handle: ReadHandle, pos: int, total: int) -> None:
+        """A sequential reader past half its window: fetch the next window now."""
+        end = handle.buf_start + len(handle.buf)
+        if (self.nursery is None or total <= self.whole_max or end >= total
+                or handle.ahead is not None or handle.window < 2 * self.first_window
+                or pos < handle.buf_start + len(handle.buf) // 2):
+            return
+        ahead = handle.ahead = _Ahead(end)
+        length = min(min(handle.window * 2, self.max_window), total - end)
+
+        async def fetch() -> None:
+            try:
+                ahead.data = await self.fetch(handle.entry, end, length)
+            except Exception:  # noqa: BLE001 - the reader refetches and reports it then
+                ahead.data = None
+            finally:
+                ahead.done.set()
+
+        self.nursery.start_soon(fetch)
+
+    async def fetch(self, e: Entry, start: int = 0, length: int | None = None,
+                    timeout: float | None = None) -> bytes:
+        """Bytes [start, start+length) of an object or member (all of it by default), within
+        `timeout` seconds (default: the read deadline)."""
         client = self.ais.client
         assert e.bucket is not None
+        timeout = self.timeout if timeout is None else timeout
+        length = e.size - start if length is None else length
         whole = start == 0 and length == e.size
         if e.kind is Kind.FILE:
             return await self.ais.data(
                 client.get, e.bucket, e.path,
                 start=start, length=None if whole else length,
-                expected_size=e.size, expected_version=e.version or None, timeout=self.timeout,
+                expected_size=e.size, expected_version=e.version or None, timeout=timeout,
             )
         assert e.kind is Kind.MEMBER
         key = (e.bucket, e.path)
-        if key not in self._dotted:
+        if key not in self.dotted:
             try:
                 if whole:
                     return await self.ais.data(client.get, e.bucket, e.path, archpath=e.member,
-                                               expected_size=e.size, timeout=self.timeout)
+                                               expected_size=e.size, timeout=timeout)
                 return await self.ais.data(client.get_member_range, e.bucket, e.path, e.member,
-                                           start, length, timeout=self.timeout)
+                                           start, length, timeout=timeout)
             except ObjectNotFound:
                 pass
-        # the member is stored as `./name`: only an anchored archregx request reaches it, and
-        # it returns the whole member
+        # the member is stored as `./name`: only an archregx request (or, for a zip, opening
+        # it here) reaches it, and it returns the whole member
         data = await self.ais.data(client.get_dotted_member, e.bucket, e.path, e.member,
-                                   expected_size=e.size, timeout=self.timeout)
-        self._dotted.add(key)
+                                   expected_size=e.size, timeout=timeout)
+        self.dotted.add(key)
         return data[start : start + length]
+
+
+class BatchedReader:
+    """Small objects and members through the cache and GetBatch; the rest the direct way."""
+
+    def __init__(self, direct: DirectReader, cache: ReadCache, batcher: Batcher,
+                 planner: Planner | None, *, max_object: int) -> None:
+        self.direct = direct
+        self.cache = cache
+        self.batcher = batcher
+        self.planner = planner
+        self.max_object = max_object
+
+    def batchable(self, e: Entry) -> bool:
+        return (e.kind in (Kind.FILE, Kind.MEMBER) and 0 < e.size <= self.max_object
+                and self.cache.cacheable(e.size) and (e.bucket, e.path) not in self.direct.dotted)
+
+    def open(self, entry: Entry) -> ReadHandle:
+        return ReadHandle(entry)
+
+    def release(self, handle: ReadHandle) -> None:
+        self.direct.release(handle)
+
+    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes:
+        e = handle.entry
+        if not self.batchable(e):
+            return await self.direct.read(handle, offset, size)
+        if offset >= e.size or size <= 0:
+            return b""
+        data = handle.buf
+        if not data:
+            async with handle.lock:
+                if not handle.buf:
+                    failed = handle.failed
+                    if failed and trio.current_time() - failed[1] < FAILURE_MEMORY:
+                        raise failed[2]
+                    try:
+                        handle.buf = await self._obtain(e)
+                    except Exception as exc:
+                        handle.failed = (0, trio.current_time(), exc)
+                        raise
+            data = handle.buf
+        return data[offset : offset + size]
+
+    async def _obtain(self, e: Entry) -> bytes:
+        data = self.cache.get(item_key(e))
+        assert self.planner is not None
+        ahead = self.planner.accessed(e)
+        if ahead:
+            self.batcher.prefetch(ahead)
+        if data is not None:
+            self.batcher.kick()  # an unread item became read: prefetch may have room now
+            return data
+        return await self.batcher.get(e)

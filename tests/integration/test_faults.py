@@ -86,3 +86,13 @@ def test_paused_target_times_out_within_the_deadline_and_the_pool_recovers(pause
     paused.run("resume-target")
     wait_until_ready(client)
     assert [d for _, d in client.batch(bucket=bucket).add("obj").get()] == [b"x" * 1000]
+
+
+def test_a_batch_without_its_first_byte_fails_at_the_first_byte_deadline(paused):
+    client = AisClient.from_env(paused.endpoint, deadlines=Deadlines(read=30, idle=30))
+    batch = client.batch(bucket=BucketRef("faults"), first_byte_timeout=1.0).add("obj")
+    thread, box = run_in_thread(lambda: list(batch.get()))
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(box.get("error"), DeadlineExceeded), box
+    assert box["elapsed"] < 1.0 + SLACK, box["elapsed"]

@@ -1,0 +1,185 @@
+"""The GetBatch read path on a real mount: prediction, coalescing, the budget, hints, failure."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from aistore.sdk import Client
+
+from tests.conftest import new_bucket_name
+
+KiB = 1 << 10
+N = 1000
+
+
+def blob(i: int, size: int = 16 * KiB) -> bytes:
+    return random.Random(i).randbytes(size)
+
+
+@pytest.fixture(scope="module")
+def small_files(cluster):
+    """1,000 files of 16 KiB in one directory, put once for the module."""
+    b = Client(cluster.endpoint).bucket(new_bucket_name("bt")).create()
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda i: b.object(f"d/f{i:04d}").get_writer().put_content(blob(i)),
+                      range(N)))
+    yield b
+    b.delete(missing_ok=True)
+
+
+def read_in_order(root: Path, names: list[str]) -> None:
+    for name in names:
+        i = int(name[1:])
+        assert (root / name).read_bytes() == blob(i), name
+
+
+@pytest.fixture
+def mount_small(cluster, small_files, mounter):
+    def make(*args: str):
+        return mounter(cluster.endpoint, "--bucket", small_files.name, *args)
+
+    return make
+
+
+def test_reading_a_listed_directory_in_order_uses_few_big_batches(mount_small):
+    m = mount_small()
+    root = m.path / "d"
+    names = sorted(os.listdir(root))
+    assert len(names) == N
+    before = m.stats()
+    read_in_order(root, names)
+    after = m.stats()
+    batch = after["batch"]
+    requests = after["client"]["http_requests"] - before["client"]["http_requests"]
+    assert batch["items"] / batch["batches"] >= 16, batch
+    assert requests / N <= 0.1, requests
+    assert after["client"].get("calls_get", 0) == 0  # no single GETs
+    assert batch["items"] == N  # nothing fetched twice
+    assert after["cache"]["peak"] <= after["cache"]["budget"]
+
+
+def test_concurrent_misses_from_eight_processes_coalesce(mount_small):
+    m = mount_small("-o", "coalesce_ms=20")
+    root = m.path / "d"
+    names = sorted(os.listdir(root))
+    random.Random(3).shuffle(names)
+    script = ("import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script,
+                               *[str(root / n) for n in names[k::8][:60]]]) for k in range(8)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    batch = m.stats()["batch"]
+    assert batch["items"] / batch["batches"] >= 3, batch  # 8 readers' misses share requests
+    for n in names[:40]:
+        assert (root / n).read_bytes() == blob(int(n[1:]))
+
+
+def test_a_lone_miss_waits_no_longer_than_the_window(mount_small):
+    window_ms = 30
+    m = mount_small("-o", f"coalesce_ms={window_ms}")
+    path = m.path / "d" / "f0500"
+    with open(path, "rb") as f:  # lookup and open first: time only the read
+        t0 = time.monotonic()
+        data = f.read()
+        took = time.monotonic() - t0
+    assert data == blob(500)
+    assert took < (window_ms + 50) / 1000, took
+
+
+def test_missing_items_fail_only_themselves(cluster, mounter):
+    b = Client(cluster.endpoint).bucket(new_bucket_name("bm")).create()
+    try:
+        for i in range(40):
+            b.object(f"f{i:02d}").get_writer().put_content(blob(i, 1000))
+        m = mounter(cluster.endpoint, "--bucket", b.name)
+        names = sorted(os.listdir(m.path))  # listed while all 40 exist
+        for gone in ("f05", "f06", "f30"):
+            b.object(gone).delete()
+        for name in names:
+            if name in ("f05", "f06", "f30"):
+                with pytest.raises(FileNotFoundError):
+                    (m.path / name).read_bytes()
+            else:
+                assert (m.path / name).read_bytes() == blob(int(name[1:]), 1000)
+        assert m.stats()["batch"]["missing"] == 3
+    finally:
+        b.delete(missing_ok=True)
+
+
+def test_the_budget_holds_with_readers_far_beyond_it(cluster, small_files, mounter):
+    """1 MiB budget: smaller than one batch, 16 MiB of small files read by 4 processes, and an
+    object larger than the budget."""
+    big = blob(7, 3 << 20)
+    small_files.object("big.bin").get_writer().put_content(big)
+    m = mounter(cluster.endpoint, "--bucket", small_files.name, "-o", "cache_size=1MiB")
+    root = m.path / "d"
+    names = sorted(os.listdir(root))
+    script = ("import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, *[str(root / n) for n in names]])
+             for _ in range(4)]
+    assert (m.path / "big.bin").read_bytes() == big
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    read_in_order(root, names[:100])
+    cache = m.stats()["cache"]
+    assert cache["budget"] == 1 << 20
+    assert cache["peak"] <= cache["budget"], cache
+    assert "over budget" not in m.log_text()
+
+
+def test_hints_are_fetched_ahead_in_the_order_given(mount_small):
+    m = mount_small("-o", "coalesce_ms=1")
+    root = m.path / "d"
+    names = sorted(os.listdir(root))
+    order = names[:]
+    random.Random(9).shuffle(order)
+    order = order[:300]
+    with open(m.path / ".aisbatchfs" / "prefetch", "w") as f:
+        for n in order:
+            f.write(f"d/{n}\n")
+    deadline = time.monotonic() + 30
+    while m.stats()["hints"].get("queued", 0) < len(order) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.stats()["hints"]["queued"] == len(order)
+    before = m.stats()["cache"]
+    for n in order:
+        assert (root / n).read_bytes() == blob(int(n[1:]))
+    after = m.stats()["cache"]
+    misses = after.get("misses", 0) - before.get("misses", 0)
+    assert misses <= len(order) // 10, after  # read in hinted order: nearly all hits
+    assert ".aisbatchfs" not in os.listdir(m.path)
+
+
+def test_hint_writers_do_not_interleave(mount_small):
+    m = mount_small()
+    paths = [f"d/f{i:04d}" for i in range(200)]
+    with open(m.path / ".aisbatchfs" / "prefetch", "w") as a, \
+            open(m.path / ".aisbatchfs" / "prefetch", "w") as b:
+        for p in paths[:100]:  # partial lines from two writers at once
+            a.write(p[:3]); a.flush()
+            b.write(paths[100 + int(p[-3:]) % 100][:3]); b.flush()
+            a.write(p[3:] + "\n"); a.flush()
+            b.write(paths[100 + int(p[-3:]) % 100][3:] + "\n"); b.flush()
+    deadline = time.monotonic() + 30
+    while m.stats()["hints"].get("received", 0) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hints = m.stats()["hints"]
+    assert hints["received"] == 200 and hints.get("ignored", 0) == 0, hints
+
+
+def test_no_batch_reads_every_file_with_its_own_get(mount_small):
+    m = mount_small("--no-batch")
+    root = m.path / "d"
+    names = sorted(os.listdir(root))[:50]
+    read_in_order(root, names)
+    stats = m.stats()
+    assert stats["client"]["calls_get"] == 50 and "batch" not in stats
+    with pytest.raises(OSError):
+        open(m.path / ".aisbatchfs" / "prefetch", "w")
