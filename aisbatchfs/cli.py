@@ -12,6 +12,7 @@ options say everything. Without a bucket the whole cluster is mounted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import sys
 
 from aisbatchfs import __version__, options
 
-COMMANDS = ("mount", "umount")
+COMMANDS = ("mount", "umount", "stats")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_arguments(m)
     u = sub.add_parser("umount", help="unmount")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
+    st = sub.add_parser("stats", help="print a mount's counters (requests, batches, cache)")
+    st.add_argument("mountpoint", metavar="MOUNTPOINT")
+    st.add_argument("--json", action="store_true", help="the raw JSON")
     return p
 
 
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return _mount(args)
     if args.command == "umount":
         return _umount(args.mountpoint)
+    if args.command == "stats":
+        return _stats(args.mountpoint, args.json)
     build_parser().print_help()
     return 0
 
@@ -66,6 +72,35 @@ def _mount(args: argparse.Namespace) -> int:
         print(f"aisbatchfs: {e}", file=sys.stderr)
         return 2
     return daemon.run(settings, args.source, args.mountpoint)
+
+
+def _stats(mountpoint: str, as_json: bool) -> int:
+    path = os.path.join(mountpoint, ".aisbatchfs", "stats")
+    try:
+        with open(path) as f:
+            text = f.read()
+        doc = json.loads(text)
+    except (OSError, ValueError) as e:
+        print(f"aisbatchfs: {mountpoint} is not an aisbatchfs mount ({e})", file=sys.stderr)
+        return 1
+    if as_json:
+        print(text, end="")
+        return 0
+    print(f"aisbatchfs {doc.get('version')} (pid {doc.get('pid')}) at {mountpoint}")
+    for section in ("client", "batch", "cache", "hints", "namespace", "fs"):
+        values = doc.get(section)
+        if not values:
+            continue
+        print(f"\n{section}")
+        for key in sorted(values):
+            value = values[key]
+            if isinstance(value, int) and key in ("budget", "used", "cached", "reserved", "peak",
+                                                  "bytes", "bytes_received", "bytes_read"):
+                value = f"{value:,} ({value / (1 << 20):.1f} MiB)"
+            elif isinstance(value, int):
+                value = f"{value:,}"
+            print(f"  {key:28} {value}")
+    return 0
 
 
 def _umount(mountpoint: str) -> int:

@@ -176,6 +176,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         batched = BatchedReader(direct, cache, batcher, None, max_object=settings.batch_max_object)
         batched.planner = Planner(ns, batched.batchable, max_items=settings.batch_max_items,
                                   max_bytes=settings.batch_max_bytes)
+        batched.shard_members = ns.archive_members
         hints = Hints(ns, batcher, batched.batchable)
         reader = batched
         sections = {"batch": batcher.stats, "cache": cache.stats, "hints": hints.stats}

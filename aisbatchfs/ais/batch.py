@@ -195,6 +195,21 @@ def _decompressor(fmt: str) -> tuple[Callable[[bytes], bytes], Callable[[], byte
     return (lambda b: b), (lambda: b"")
 
 
+def extract_members(chunks: Iterable[bytes], fmt: str) -> Iterator[list[tuple[str, bytes]]]:
+    """Regular files of a (compressed) TAR stream as (name, bytes), grouped per network read;
+    a leading './' is dropped from names, as AIStore's archive listing does."""
+    decompress, flush = _decompressor(fmt)
+    parser = TarStreamParser()
+    for chunk in chunks:
+        members = parser.feed(decompress(chunk))
+        if members:
+            yield [(m.name.removeprefix("./"), m.data) for m in members]
+    members = parser.feed(flush())
+    if members:
+        yield [(m.name.removeprefix("./"), m.data) for m in members]
+    parser.close()
+
+
 class _Matcher:
     """Pairs reply members with request items by position and checks each one."""
 

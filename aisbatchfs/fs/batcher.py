@@ -39,6 +39,7 @@ from aisbatchfs.ais import (
     Throttled,
 )
 from aisbatchfs.ais.aio import AsyncAis
+from aisbatchfs.ais.batch import extract_members
 from aisbatchfs.fs.cache import ItemKey, ReadCache
 from aisbatchfs.fs.namespace import Entry, Kind
 
@@ -314,6 +315,48 @@ class Batcher:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fetch, left[:half])
             nursery.start_soon(self._fetch, left[half:])
+
+    async def stream_shard(self, members: list[Entry], demanded: Entry) -> None:
+        """Fetch every member of one compressed shard by reading the shard once and extracting
+        on this side. A GetBatch of many members of one .tgz or .tar.lz4 would make the server
+        decompress from the start for each member; one GET decompresses it once. Members the
+        budget has no room for are left to later batches."""
+        wants: dict[str, Want] = {}
+        for e in members:
+            key = item_key(e)
+            if key in self._wants or key in self.cache:
+                continue
+            is_demanded = e.member == demanded.member
+            if not self.cache.reserve(e.size, demanded=is_demanded):
+                if is_demanded:
+                    return  # let the normal path (which waits for room) serve it
+                continue
+            w = Want(key, e, demanded=is_demanded, reserved=e.size, dispatched=True)
+            self._wants[key] = w
+            wants[e.member] = w
+        if not wants:
+            return
+        self.counters["shard_streams"] += 1
+        self.counters["items"] += len(wants)
+        client = self.ais.client
+        token = trio.lowlevel.current_trio_token()
+        fmt = ".tar.lz4" if demanded.path.lower().endswith(".tar.lz4") else ".tgz"
+
+        def stream() -> None:  # in a worker thread
+            with client.open(demanded.bucket, demanded.path, timeout=self.read_timeout) as s:
+                for group in extract_members(s.chunks(), fmt):
+                    ready = [(wants[name], False, data) for name, data in group
+                             if name in wants and len(data) == wants[name].entry.size]
+                    if ready:
+                        token.run_sync_soon(self._arrived_group, ready)
+
+        try:
+            await self.ais.data(stream)
+        except (AisError, OSError, ValueError, RuntimeError) as e:
+            log.info("streaming shard %s/%s failed: %s", demanded.bucket, demanded.path, e)
+        for w in wants.values():
+            if not w.done.is_set():
+                self._finish(w, error=_Dropped("not in the shard stream"))
 
     def _requeue(self, wants: list[Want]) -> None:
         for w in reversed(wants):

@@ -312,6 +312,16 @@ class Namespace:
         listing = self._listings.get(key)
         return (key, listing) if listing is not None else None
 
+    def archive_members(self, member: Entry) -> list[Entry]:
+        """Every member of the archive that holds `member`, as entries (from the cached
+        archive listing; empty if it is not cached)."""
+        cached = self._archives.get((member.bucket, member.path))
+        if cached is None:
+            return []
+        return [Entry(m.name.rpartition("/")[2], Kind.MEMBER, member.bucket, member.path,
+                      m.name, size=m.size, version=member.version, checksum=member.checksum)
+                for m in cached[0]]
+
     async def resolve(self, path: str) -> Entry | None:
         """The entry at `path` (relative to the mount root), listing each directory on the way
         once; no kernel reference is taken (for hints)."""

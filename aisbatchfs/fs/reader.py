@@ -15,6 +15,7 @@ bytes of two versions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +29,8 @@ from aisbatchfs.fs.namespace import Entry, Kind
 from aisbatchfs.fs.planner import Planner
 
 MiB = 1 << 20
+# reading members of these one by one makes the server decompress from the start each time
+COMPRESSED = (".tgz", ".tar.gz", ".tar.lz4")
 # After a failed fetch the kernel retries the same page at once (readahead, then a synchronous
 # read): answer that retry with the same error instead of waiting out a second deadline.
 FAILURE_MEMORY = 2.0
@@ -192,6 +195,8 @@ class BatchedReader:
         self.batcher = batcher
         self.planner = planner
         self.max_object = max_object
+        self._streamed: dict[tuple, bool] = {}  # compressed shards already streamed once
+        self.shard_members: Callable[[Entry], list[Entry]] = lambda e: []
 
     def batchable(self, e: Entry) -> bool:
         return (e.kind in (Kind.FILE, Kind.MEMBER) and 0 < e.size <= self.max_object
@@ -226,6 +231,19 @@ class BatchedReader:
 
     async def _obtain(self, e: Entry) -> bytes:
         data = self.cache.get(item_key(e))
+        if data is None and e.kind is Kind.MEMBER and e.path.lower().endswith(COMPRESSED):
+            shard = (e.bucket, e.path, e.version)
+            if shard not in self._streamed:
+                self._streamed[shard] = True
+                while len(self._streamed) > 4096:
+                    self._streamed.pop(next(iter(self._streamed)))
+                members = self.shard_members(e)
+                if sum(m.size for m in members) <= self.cache.budget // 4:
+                    await self.batcher.stream_shard(members, e)
+                    data = self.cache.get(item_key(e))
+            if data is not None:
+                self.batcher.kick()
+                return data
         assert self.planner is not None
         ahead = self.planner.accessed(e)
         if ahead:

@@ -63,6 +63,9 @@ def test_reading_a_listed_directory_in_order_uses_few_big_batches(mount_small):
     assert after["client"].get("calls_get", 0) == 0  # no single GETs
     assert batch["items"] == N  # nothing fetched twice
     assert after["cache"]["peak"] <= after["cache"]["budget"]
+    table = subprocess.run([sys.executable, "-m", "aisbatchfs", "stats", str(m.path)],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert "items_per_batch" in table and "hits" in table
 
 
 def test_concurrent_misses_from_eight_processes_coalesce(mount_small):
@@ -183,3 +186,28 @@ def test_no_batch_reads_every_file_with_its_own_get(mount_small):
     assert stats["client"]["calls_get"] == 50 and "batch" not in stats
     with pytest.raises(OSError):
         open(m.path / ".aisbatchfs" / "prefetch", "w")
+
+
+@pytest.mark.parametrize("fmt", [".tgz", ".tar.lz4", ".tar"])
+def test_walking_a_shard_reads_it_once(cluster, make_bucket, mounter, fmt):
+    """Compressed shards are streamed once and extracted here (a GetBatch of their members
+    would make the server decompress from the start per member); plain tars use GetBatch."""
+    from tests.helpers import make_archive
+
+    b = make_bucket(cluster)
+    members = {f"s/{i:03d}.jpg": blob(i, 5000) for i in range(150)}
+    b.object(f"shard{fmt}").get_writer().put_content(make_archive(members.items(), fmt))
+    m = mounter(cluster.endpoint, "--bucket", b.name)
+    root = m.path / f"shard{fmt}" / "s"
+    names = sorted(os.listdir(root))
+    assert len(names) == 150
+    for n in names:
+        assert (root / n).read_bytes() == members[f"s/{n}"]
+    stats = m.stats()
+    if fmt == ".tar":
+        assert stats["batch"].get("shard_streams", 0) == 0
+        assert stats["batch"]["items"] / stats["batch"]["batches"] >= 16
+    else:
+        assert stats["batch"]["shard_streams"] == 1
+        assert stats["client"].get("calls_moss", 0) == 0
+        assert stats["client"]["calls_get"] == 1
