@@ -35,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("source", nargs="?", metavar="SOURCE",
                    help="endpoint URL or bucket URL (default: AIS_ENDPOINT, the whole cluster)")
-    m.add_argument("mountpoint", metavar="MOUNTPOINT")
+    m.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT",
+                   help="where to mount (may come from --config instead)")
     m.add_argument("-o", dest="o", action="append", default=[], metavar="OPTS",
                    help="comma-separated key=value daemon options and FUSE options")
     options.add_arguments(m)
     u = sub.add_parser("umount", help="unmount")
-    u.add_argument("mountpoint", metavar="MOUNTPOINT")
+    u.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
+    u.add_argument("--config", metavar="PATH", help="take the mountpoint from this config file")
+    u.add_argument("--if-stale", action="store_true",
+                   help="only unmount a dead mount (left by a crashed daemon); never fail")
     st = sub.add_parser("stats", help="print a mount's counters (requests, batches, cache)")
     st.add_argument("mountpoint", metavar="MOUNTPOINT")
     st.add_argument("--json", action="store_true", help="the raw JSON")
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "mount":
         return _mount(args)
     if args.command == "umount":
-        return _umount(args.mountpoint)
+        return _umount_command(args)
     if args.command == "stats":
         return _stats(args.mountpoint, args.json)
     build_parser().print_help()
@@ -65,13 +69,42 @@ def main(argv: list[str] | None = None) -> int:
 def _mount(args: argparse.Namespace) -> int:
     from aisbatchfs import daemon  # pyfuse3 is imported only when mounting
 
+    if args.mountpoint is None and args.source is not None and "://" not in args.source:
+        args.source, args.mountpoint = None, args.source  # one argument: the mountpoint
     try:
-        cli = {o.name: getattr(args, o.name) for o in options.OPTIONS}
-        settings = options.resolve(cli, args.o, env=os.environ)
+        cli = {o.name: getattr(args, o.name, None) for o in options.OPTIONS}
+        file_values = options.load_toml(args.config) if args.config else None
+        settings = options.resolve(cli, args.o, env=os.environ, file_values=file_values)
     except options.OptionError as e:
         print(f"aisbatchfs: {e}", file=sys.stderr)
         return 2
-    return daemon.run(settings, args.source, args.mountpoint)
+    mountpoint = args.mountpoint or settings.mountpoint
+    if not mountpoint:
+        print("aisbatchfs: no MOUNTPOINT (give one, or mountpoint= in --config)", file=sys.stderr)
+        return 2
+    return daemon.run(settings, args.source, mountpoint)
+
+
+def _umount_command(args: argparse.Namespace) -> int:
+    mountpoint = args.mountpoint
+    if mountpoint is None and args.config:
+        try:
+            mountpoint = options.load_toml(args.config).get("mountpoint")
+        except options.OptionError as e:
+            print(f"aisbatchfs: {e}", file=sys.stderr)
+            return 0 if args.if_stale else 2
+    if not mountpoint:
+        print("aisbatchfs: umount needs MOUNTPOINT or --config", file=sys.stderr)
+        return 0 if args.if_stale else 2
+    if args.if_stale:
+        from aisbatchfs import daemon
+
+        try:
+            daemon.clear_stale_mount(mountpoint)
+        except daemon.MountError as e:
+            print(f"aisbatchfs: {e}", file=sys.stderr)
+        return 0
+    return _umount(mountpoint)
 
 
 def _stats(mountpoint: str, as_json: bool) -> int:

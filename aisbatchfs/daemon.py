@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from aisbatchfs import logs
+from aisbatchfs import logs, service
 from aisbatchfs.ais import AisClient, AisError, BucketNotFound, BucketRef, ClientConfig, Deadlines
 from aisbatchfs.ais.aio import AsyncAis
 from aisbatchfs.fs.batcher import Batcher
@@ -79,18 +79,17 @@ def parse_bucket(spec: str) -> tuple[BucketRef, str]:
 def resolve_target(source: str | None, settings: MountSettings) -> Target:
     """SOURCE is an endpoint URL (optionally with /BUCKET[/PREFIX]), a bucket URL such as
     ais://BUCKET/PREFIX, or a placeholder ('aisbatchfs', 'none'); options fill in the rest."""
-    endpoint = settings.endpoint
+    endpoint = settings.endpoint  # flag, -o, environment (AIS_ENDPOINT too) or config file
     bucket_spec = settings.bucket
     if source and source not in ("aisbatchfs", "none", "ais"):
         if source.startswith(("http://", "https://")):
             scheme, rest = source.split("://", 1)
             host, _, path = rest.partition("/")
-            endpoint = endpoint or f"{scheme}://{host}"
+            endpoint = f"{scheme}://{host}"  # named right here: it wins
             if path.strip("/") and not bucket_spec:
                 bucket_spec = path.strip("/")
         else:
             bucket_spec = bucket_spec or source
-    endpoint = endpoint or os.environ.get("AIS_ENDPOINT")
     if not endpoint:
         raise MountError("no AIStore endpoint: give one (ENDPOINT, --endpoint, -o endpoint=) "
                          "or set AIS_ENDPOINT")
@@ -142,11 +141,9 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                 ready: Callable[[str | None], None]) -> None:
     """Mount and serve until unmounted or signalled. `ready(None)` once the mount answers,
     `ready(message)` if it could not be made."""
-    cfg = ClientConfig.from_env(
-        target.endpoint,
-        deadlines=Deadlines(metadata=settings.metadata_timeout, read=settings.read_timeout),
-    )
-    client = AisClient(cfg)
+    client = AisClient(client_config(settings, target))
+    if settings.token_file:
+        client.transport.token_source = lambda: read_token(settings.token_file)
     ais = AsyncAis(client)
     try:  # fail before mounting when the cluster or bucket is not there
         if target.bucket is not None:
@@ -209,9 +206,11 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                 await nursery.start(batcher.run)
                 await nursery.start(hints.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
-            nursery.start_soon(_on_signals, nursery.cancel_scope)
+            nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
             nursery.start_soon(_announce_ready, mountpoint, ready)
+            nursery.start_soon(_report_status, ops)
     finally:
+        service.notify("STOPPING=1", "STATUS=unmounting")
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
@@ -222,12 +221,53 @@ async def _fuse_main(max_tasks: int, scope: trio.CancelScope) -> None:
     scope.cancel()  # unmounted from outside (fusermount3 -u): stop the rest too
 
 
-async def _on_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _on_signals(scope: trio.CancelScope, settings: MountSettings,
+                      client: AisClient) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                if settings.token_file:
+                    client.transport.set_token(read_token(settings.token_file))
+                    log.info("SIGHUP: token re-read from the token file")
+                continue
             log.info("%s: unmounting", signal.Signals(signum).name)
             scope.cancel()
             return
+
+
+async def _report_status(ops: AisOperations) -> None:
+    """A one-line health summary for `systemctl status`, every 10 seconds."""
+    while True:
+        await trio.sleep(10)
+        s = ops.stats()
+        cache = s.get("cache", {})
+        looked = cache.get("hits", 0) + cache.get("misses", 0)
+        hit = f", cache hit rate {cache.get('hits', 0) / looked:.0%}" if looked else ""
+        service.notify(f"STATUS=serving: {s['fs'].get('opens', 0)} opens, "
+                       f"{s['client'].get('http_requests', 0)} requests{hit}")
+
+
+def read_token(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError as e:
+        log.warning("cannot read the token file %s: %s", path, e.strerror)
+        return None
+
+
+def client_config(settings: MountSettings, target: Target) -> ClientConfig:
+    """The client's settings: TLS from the options (whose environment aliases are the SDK's
+    variables), the token from token_file or AIS_AUTHN_TOKEN, never from the command line."""
+    token = (read_token(settings.token_file) if settings.token_file
+             else os.environ.get("AIS_AUTHN_TOKEN") or None)
+    verify: bool | str = False if settings.skip_verify else (settings.client_ca or True)
+    cert = ((settings.client_cert, settings.client_key)
+            if settings.client_cert and settings.client_key else None)
+    return ClientConfig(
+        endpoint=target.endpoint, token=token, verify=verify, cert=cert,
+        deadlines=Deadlines(metadata=settings.metadata_timeout, read=settings.read_timeout),
+    )
 
 
 async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None]) -> None:
@@ -243,6 +283,7 @@ async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None]) 
     log.info("%s is ready", mountpoint)
     await trio.to_thread.run_sync(_raise_fuse_limits, mountpoint)
     ready(None)
+    service.notify("READY=1", f"STATUS=serving {mountpoint}")
 
 
 MAX_BACKGROUND = 64  # the kernel's default is 12 background requests per FUSE connection

@@ -82,6 +82,8 @@ class Option:
     metavar: str = ""
     short: str = ""  # a short flag, e.g. -f
     cli_only: bool = False  # not an -o key (e.g. --foreground)
+    file_only: bool = False  # only a config-file key (e.g. mountpoint)
+    env_aliases: tuple[str, ...] = ()  # other variables that set it, weaker than `env`
 
     @property
     def flag(self) -> str:
@@ -115,8 +117,10 @@ def _choice(text: str) -> str:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("endpoint", str, None, "AIStore endpoint, e.g. http://10.0.0.1:8080 (default: AIS_ENDPOINT)",
-           metavar="URL"),
+    Option("endpoint", str, None, "AIStore endpoint, e.g. http://10.0.0.1:8080",
+           metavar="URL", env_aliases=("AIS_ENDPOINT",)),
+    Option("mountpoint", str, None, "where to mount (config files; on the command line it is "
+           "the MOUNTPOINT argument)", file_only=True),
     Option("bucket", str, None, "mount one bucket, or a prefix of it, at the root: NAME[/PREFIX]; "
            "ais://, s3://, gs:// ... select the provider (default: every bucket)", metavar="SPEC"),
     Option("archives", _choice, "dir", "how archive objects (.tar .tgz .tar.gz .zip .tar.lz4) appear: "
@@ -125,6 +129,16 @@ OPTIONS: tuple[Option, ...] = (
            choices=("dir", "file", "both")),
     Option("archive_suffix", str, ".d", "with archives=both: suffix of the directory that holds an "
            "archive's members"),
+    Option("token_file", str, None, "file holding the AuthN token, re-read on 401 and SIGHUP "
+           "(else AIS_AUTHN_TOKEN; a token is never taken from the command line)", metavar="PATH"),
+    Option("skip_verify", _bool, False, "do not verify the cluster's TLS certificate",
+           env_aliases=("AIS_SKIP_VERIFY_CRT", "AIS_SKIP_VERIFY")),
+    Option("client_ca", str, None, "CA bundle to verify the cluster's certificate with",
+           metavar="PATH", env_aliases=("AIS_CLIENT_CA",)),
+    Option("client_cert", str, None, "client certificate for mutual TLS (with client_key)",
+           metavar="PATH", env_aliases=("AIS_CRT",)),
+    Option("client_key", str, None, "client key for mutual TLS", metavar="PATH",
+           env_aliases=("AIS_CRT_KEY",)),
     Option("uid", int, None, "owner of every file (default: the user who mounts)"),
     Option("gid", int, None, "group of every file (default: the user's group)"),
     Option("umask", _octal, 0o022, "permission bits removed from file_mode and dir_mode (octal)"),
@@ -159,6 +173,8 @@ OPTIONS: tuple[Option, ...] = (
            "syslog in the background)", metavar="PATH"),
     Option("foreground", _bool, False, "stay attached to the terminal instead of daemonizing",
            short="-f", cli_only=True),
+    Option("config", str, None, "TOML file with any of these options as keys (and mountpoint)",
+           metavar="PATH", cli_only=True),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -216,12 +232,15 @@ def resolve(
                               + ", ".join(o.name for o in OPTIONS if not o.cli_only))
         values[key] = opt.convert(raw, "config file")
     for opt in OPTIONS:
-        if env and opt.env in env and not opt.cli_only:
-            values[opt.name] = opt.convert(env[opt.env], opt.env)
+        if opt.cli_only or opt.file_only or not env:
+            continue
+        name = next((n for n in (opt.env, *opt.env_aliases) if env.get(n, "") != ""), None)
+        if name is not None:
+            values[opt.name] = opt.convert(env[name], name)
     fuse: set[str] = set()
     for key, raw in split_o(o_specs):
         opt = BY_NAME.get(key)
-        if opt is not None and not opt.cli_only:
+        if opt is not None and not opt.cli_only and not opt.file_only:
             if raw is None:
                 if opt.parse is not _bool:
                     raise OptionError(f"-o {key}: needs a value ({key}=...)")
@@ -245,9 +264,24 @@ def resolve(
     return MountSettings(values, fuse)
 
 
+def load_toml(path: str) -> dict:
+    """A config file's keys; errors name the file."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise OptionError(f"config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise OptionError(f"config file {path}: {e}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One long flag per option (the value is converted and checked by the schema)."""
     for opt in OPTIONS:
+        if opt.file_only:
+            continue
         names = [opt.flag] + ([opt.short] if opt.short else [])
         help_ = f"{opt.doc} (default: {opt.show_default()})"
         if opt.parse is _bool:
@@ -284,8 +318,9 @@ def markdown_table() -> str:
             "|---|---|---|---|---|"]
     for o in OPTIONS:
         key = "—" if o.cli_only else f"`{o.name}`"
-        env = "—" if o.cli_only else f"`{o.env}`"
-        flag = f"`{o.flag}`" + (f", `{o.short}`" if o.short else "")
+        env = "—" if o.cli_only or o.file_only else ", ".join(
+            f"`{n}`" for n in (o.env, *o.env_aliases))
+        flag = "—" if o.file_only else f"`{o.flag}`" + (f", `{o.short}`" if o.short else "")
         doc = o.doc + (f" ({'/'.join(o.choices)})" if o.choices else "")
         rows.append(f"| {key} | {flag} | {env} | `{o.show_default()}` | {doc} |")
     return "\n".join(rows)

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -230,10 +230,30 @@ class Transport:
         self.cfg = cfg
         self.base = cfg.endpoint.rstrip("/") + "/v1/"
         self._pools = {"meta": _session(cfg), "data": _session(cfg)}
+        # where a fresh token comes from when the cluster answers 401 (e.g. a token file)
+        self.token_source: Callable[[], str | None] | None = None
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # logical calls by kind (list, head, get, moss...)
         self.http_requests = 0  # every HTTP exchange, redirect hops included
         self.bytes_received = 0  # reply bodies read by callers
+
+    def set_token(self, token: str | None) -> None:
+        for session in self._pools.values():
+            if token:
+                session.headers["Authorization"] = f"Bearer {token}"
+            else:
+                session.headers.pop("Authorization", None)
+
+    def _refreshed_token(self) -> bool:
+        """On 401: take the token source's current token if it changed; True if it did."""
+        if self.token_source is None:
+            return False
+        token = self.token_source()
+        current = self._pools["meta"].headers.get("Authorization", "")
+        if not token or current == f"Bearer {token}":
+            return False
+        self.set_token(token)
+        return True
 
     def url(self, *parts: str) -> str:
         """URL of an API path. Refuses `.`/`..` components: HTTP libraries resolve them on the
@@ -336,6 +356,9 @@ class Transport:
                 err = error_from_response(resp.status_code, err_body, resp.headers, what)
             finally:
                 _current.call = None
+            if err.status == 401 and attempt == 0 and self._refreshed_token():
+                attempt += 1
+                continue
             if not (retry and isinstance(err, (Throttled, Unavailable)) and attempt < self.cfg.retries):
                 raise err
             backoff = random.uniform(0, min(2.0, 0.05 * 2**attempt))
