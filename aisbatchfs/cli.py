@@ -20,7 +20,7 @@ import sys
 
 from aisbatchfs import __version__, options
 
-COMMANDS = ("mount", "umount", "stats")
+COMMANDS = ("mount", "umount", "stats", "status", "warm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="print a mount's counters (requests, batches, cache)")
     st.add_argument("mountpoint", metavar="MOUNTPOINT")
     st.add_argument("--json", action="store_true", help="the raw JSON")
+    ss = sub.add_parser("status", help="every aisbatchfs mount at a glance")
+    ss.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
+    w = sub.add_parser("warm", help="fetch a tree or a list of files into a mount's cache")
+    w.add_argument("paths", nargs="*", metavar="PATH")
+    w.add_argument("--from", dest="from_file", metavar="FILE", help="a file listing paths")
     return p
 
 
@@ -62,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return _umount_command(args)
     if args.command == "stats":
         return _stats(args.mountpoint, args.json)
+    if args.command == "status":
+        return _status(args.mountpoint)
+    if args.command == "warm":
+        from aisbatchfs.warm import warm
+
+        return warm(args.paths, args.from_file)
     build_parser().print_help()
     return 0
 
@@ -133,6 +144,36 @@ def _stats(mountpoint: str, as_json: bool) -> int:
             elif isinstance(value, int):
                 value = f"{value:,}"
             print(f"  {key:28} {value}")
+    return 0
+
+
+def _status(only: str | None) -> int:
+    """Mounts, endpoints, cache use, hit rate, errors: one line each."""
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[:3] for line in f if line.split()[2] == "fuse.aisbatchfs"]
+    if only:
+        mounts = [m for m in mounts if m[1] == os.path.abspath(only)]
+    if not mounts:
+        print("no aisbatchfs mounts" + (f" at {only}" if only else ""))
+        return 1 if only else 0
+    print(f"{'MOUNTPOINT':30} {'SOURCE':40} {'PID':>7} {'CACHE':>17} {'HITS':>5} "
+          f"{'REQUESTS':>9} {'ERRORS':>6}")
+    for source, mountpoint, _ in mounts:
+        try:
+            with open(os.path.join(mountpoint, ".aisbatchfs", "stats")) as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"{mountpoint:30} {source:40} not answering: {e}")
+            continue
+        cache = doc.get("cache", {})
+        looked = cache.get("hits", 0) + cache.get("misses", 0)
+        hits = f"{cache.get('hits', 0) / looked:.0%}" if looked else "-"
+        use = (f"{cache.get('used', 0) >> 20}/{cache.get('budget', 0) >> 20} MiB"
+               if cache else "off")
+        batch = doc.get("batch", {})
+        errors = batch.get("missing", 0) + batch.get("batch_failures", 0)
+        print(f"{mountpoint:30} {source:40} {doc.get('pid', '?'):>7} {use:>17} {hits:>5} "
+              f"{doc['client'].get('http_requests', 0):>9,} {errors:>6}")
     return 0
 
 

@@ -193,6 +193,14 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     ops: AisOperations = AisOperations(
         ns, reader, look, stats=lambda: stats_snapshot(ops, client.counters, **sections),
         hint=hints.add if hints else None)
+    if settings.metrics_addr:
+        from aisbatchfs import metrics
+
+        timings = ops.timings = metrics.OpTimings()
+        try:
+            metrics.serve(settings.metrics_addr, lambda: (ops.stats(), timings.snapshot()))
+        except (OSError, ValueError) as e:
+            raise MountError(f"cannot serve metrics at {settings.metrics_addr}: {e}") from None
     options = fuse_options(settings, target)
     try:
         pyfuse3.init(ops, mountpoint, options)

@@ -166,6 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("batches_in_flight", int, 4, "most GetBatch requests under way at once"),
     Option("coalesce_ms", _seconds, 2.0, "milliseconds a miss waits for other misses to join "
            "its GetBatch"),
+    Option("metrics_addr", str, None, "serve Prometheus metrics at HOST:PORT (off by default)",
+           metavar="HOST:PORT"),
     Option("max_tasks", int, 128, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
     Option("log_level", _choice, "info", "log verbosity",
            choices=("debug", "info", "warning", "error")),

@@ -33,6 +33,7 @@ from aisbatchfs.fs.namespace import (
     Node,
 )
 from aisbatchfs.fs.reader import ReadHandle, Reader
+from aisbatchfs.metrics import OpTimings
 
 XATTR_PREFIX = "user.ais."
 BLKSIZE = 128 << 10
@@ -57,12 +58,16 @@ def handler(op: str, by_handle: bool = False) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def wrapper(self: AisOperations, *args: Any) -> Any:
+            t0 = time.perf_counter() if self.timings is not None else 0.0
             try:
                 return await fn(self, *args)
             except pyfuse3.FUSEError:
                 raise
             except Exception as e:  # noqa: BLE001 - the daemon must survive anything
                 raise to_fuse_error(e, op, self._describe(args, by_handle)) from None
+            finally:
+                if self.timings is not None:
+                    self.timings.observe(op, time.perf_counter() - t0)
 
         return wrapper
 
@@ -82,6 +87,7 @@ class AisOperations(pyfuse3.Operations):
         self.look = look
         self.stats = stats
         self.hint = hint  # takes one path written to /.aisbatchfs/prefetch
+        self.timings: OpTimings | None = None  # FUSE op latencies, only when metrics are on
         self._fh = itertools.count(1)
         self._dirs: dict[int, tuple[Entry, ...]] = {}
         self._files: dict[int, tuple[Node, ReadHandle | bytes | bytearray]] = {}
