@@ -79,6 +79,15 @@ def cluster2() -> Iterator[Cluster]:
     stop_cluster(c)
 
 
+@pytest.fixture(scope="module")
+def fault_cluster(request) -> Iterator[Cluster]:
+    """A 1-target cluster of the test module's own: fault tests pause and restart its target,
+    which would disturb every other test sharing a cluster."""
+    c = start_cluster(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"), 1)
+    yield c
+    stop_cluster(c)
+
+
 @pytest.fixture(scope="session", params=["1t", "2t"])
 def any_cluster(request) -> Cluster:
     """Runs a test on the 1-target and on the 2-target cluster."""

@@ -12,17 +12,10 @@ import pytest
 from aistore.sdk import Client
 
 from aisbatchfs.ais import AisClient, BucketRef, DeadlineExceeded, Deadlines
-from tests.conftest import start_cluster, stop_cluster
 
 DEADLINE = 3.0
 SLACK = 2.0
 
-
-@pytest.fixture(scope="module")
-def fault_cluster():
-    c = start_cluster("faults", 1)
-    yield c
-    stop_cluster(c)
 
 
 @pytest.fixture

@@ -11,16 +11,9 @@ import time
 import pytest
 from aistore.sdk import Client
 
-from tests.conftest import start_cluster, stop_cluster
 
 READ_TIMEOUT = 4.0
 
-
-@pytest.fixture(scope="module")
-def fault_cluster():
-    c = start_cluster("mountfaults", 1)
-    yield c
-    stop_cluster(c)
 
 
 def timed_read(path) -> tuple[float, BaseException | bytes]:
