@@ -121,7 +121,7 @@ class Namespace:
         ttl: float = 60.0,
         negative_ttl: float = 10.0,
         metadata_timeout: float = 10.0,
-        max_listed_entries: int = 4_000_000,
+        max_listed_entries: int = 1_000_000,
     ) -> None:
         self.ais = ais
         self.archives = archives
