@@ -109,6 +109,7 @@ class ReadCache:
         data = self._read.get(key)
         if data is not None:
             self.counters["hits"] += 1
+            self.counters["reread_hits"] += 1  # read before and kept: reuse across epochs
             return data
         data = self._unread.pop(key, None)
         if data is None:

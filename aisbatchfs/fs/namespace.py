@@ -17,6 +17,8 @@ Rules of the tree (README, "Namespace"):
   mount (a hash collision with a live node takes the next free number in a fixed probe order).
 - A node lives while the kernel holds a lookup reference (lookups minus forgets) or a handle is
   open; then it is dropped. Listings live in an LRU bounded by entry count.
+- A lookup in a directory not listed yet asks about that one name (a one-entry listing of
+  `name/` and a HEAD of `name`); after a few such lookups the directory is listed once instead.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ PREFETCH_INO = 4
 CONTROL_DIR = ".aisbatchfs"
 _RESERVED = 16  # inode numbers below this are fixed ones
 NAME_MAX = 255
+PROBES_BEFORE_LISTING = 3  # lookups in a directory not listed yet, before listing it
 
 
 class Kind(IntEnum):
@@ -151,6 +154,7 @@ class Namespace:
         # member lists of archives, so each directory inside one costs no further request
         self._archives: OrderedDict[tuple, tuple[list[ArchiveMember], float]] = OrderedDict()
         self._negative: dict[tuple[int, str], float] = {}
+        self._probes: dict[tuple, int] = {}  # lookups probed per directory since its last listing
         self._logged_shadows: set[tuple] = set()
         self.bucket_created_ns: dict[BucketRef, int] = {}  # st_mtime of everything in a bucket
         self.checksum_types: dict[BucketRef, str] = {}
@@ -234,11 +238,21 @@ class Namespace:
                 return None
             del self._negative[neg_key]
         listing = self._fresh_listing(parent.entry)
-        if listing is not None or parent.kind is not Kind.DIR:
-            listing = listing or await self.listing(parent.entry)
-            entry = listing.by_name.get(name)
-        else:
-            entry = await self._probe(parent.entry, name)
+        if listing is None and parent.kind is Kind.DIR:
+            # a directory looked up name by name (a shuffled file list, no readdir): a few
+            # probes, then one listing serves all its names
+            probes = self._probes.get(parent.entry.key, 0)
+            if probes < PROBES_BEFORE_LISTING:
+                self._probes[parent.entry.key] = probes + 1
+                if len(self._probes) > 100_000:
+                    self._probes.clear()
+                entry = await self._probe(parent.entry, name)
+                if entry is None:
+                    self._remember_missing(neg_key)
+                    return None
+                return self.remember(entry)
+        listing = listing or await self.listing(parent.entry)
+        entry = listing.by_name.get(name)
         if entry is None:
             self._remember_missing(neg_key)
             return None
@@ -370,6 +384,7 @@ class Namespace:
                 done.set()
 
     def _store(self, key: tuple, listing: Listing) -> None:
+        self._probes.pop(key, None)
         old = self._listings.pop(key, None)
         if old is not None:
             self._listed_entries -= len(old.entries)
