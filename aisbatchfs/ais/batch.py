@@ -348,7 +348,8 @@ class _Matcher:
             doc = json.loads(meta)
             outs = doc["out"]
         except (ValueError, KeyError, TypeError):
-            raise ProtocolError(f"bad multipart metadata: {bytes(meta[:200])!r}", what=self.what)
+            raise ProtocolError(f"bad multipart metadata: {bytes(meta[:200])!r}",
+                                what=self.what) from None
         if len(outs) != len(self.items):
             raise ProtocolError(
                 f"metadata lists {len(outs)} items, requested {len(self.items)}", what=self.what

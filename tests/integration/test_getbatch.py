@@ -93,7 +93,7 @@ def test_strict_batch_with_a_missing_object_fails_clearly(tutorial):
     batch = client.batch(bucket=objs).add("test-obj-1").add("no-such-object").add("test-obj-2")
     seen = []
     with pytest.raises(BatchFailed) as e:
-        for out, data in batch.get():
+        for _, data in batch.get():
             seen.append(data)
     # nothing wrong was handed out: at most the items before the missing one
     assert seen in ([], [b"This is test object 1\n"])

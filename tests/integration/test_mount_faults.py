@@ -8,7 +8,6 @@ import os
 import threading
 import time
 
-import pytest
 from aistore.sdk import Client
 
 

@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 from aistore.sdk import Client

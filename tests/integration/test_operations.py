@@ -128,7 +128,7 @@ def test_the_readme_dataloader_example_reads_what_the_sdk_put(cluster, make_buck
     from dataloader_example import FileDataset, load_all
 
     b = make_bucket(cluster)
-    files = put_files(b, 120, 3000, prefix="train/")
+    put_files(b, 120, 3000, prefix="train/")
     m = mounter(cluster.endpoint, "--bucket", b.name)
     which, items = load_all(str(m.path / "train"), str(m.path), workers=4)
     print(f"loader that ran: {which}")

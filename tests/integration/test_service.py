@@ -6,7 +6,6 @@ ExecStart line is run here with a test NOTIFY_SOCKET, as systemd would run it.
 
 from __future__ import annotations
 
-import configparser
 import os
 import shlex
 import signal
@@ -16,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import REPO
 from tests.mounting import force_unmount, is_mounted, run
