@@ -156,8 +156,9 @@ OPTIONS: tuple[Option, ...] = (
            "AIStore; past it the read fails with EIO"),
     Option("batch", _bool, True, "read small files through predicted and coalesced GetBatch "
            "requests; --no-batch reads each file with its own GET (for comparison)"),
-    Option("cache_size", parse_size, None, "byte budget of the read cache, cached and in-flight "
-           "bytes together (default: 1/8 of RAM, at most 4GiB)", metavar="SIZE"),
+    Option("cache_size", parse_size, None, "byte budget of the read cache: cached bytes, bytes "
+           "in flight and the windows of large reads together (default: 1/8 of RAM, at most "
+           "4GiB)", metavar="SIZE"),
     Option("batch_max_object", parse_size, 1 << 20, "objects and members up to this size are "
            "batched; larger ones are read with ranged GETs and read-ahead", metavar="SIZE"),
     Option("batch_max_items", int, 256, "most items in one GetBatch request"),

@@ -14,6 +14,7 @@ listing never queues behind long streams.
 from __future__ import annotations
 
 import heapq
+import http.client
 import json
 import itertools
 import random
@@ -209,8 +210,39 @@ class Stream:
         finally:
             _current.call = None
 
-    def read_all(self) -> bytes:
-        return b"".join(self.chunks())
+    def read_all(self) -> bytes | bytearray:
+        """The whole body. With a Content-Length it is read straight into one buffer: no
+        chunk objects to allocate and join (a 32 MiB range read in 1 MiB chunks costs as much
+        CPU again in copies and page faults as the network reads themselves)."""
+        hr = getattr(self.response.raw, "_fp", None)  # the http.client response under urllib3's
+        declared = self.headers.get("Content-Length")
+        if (not isinstance(hr, http.client.HTTPResponse) or declared is None or hr.chunked
+                or self.headers.get("Content-Encoding") or hr.length != int(declared)):
+            return b"".join(self.chunks())
+        buf = bytearray(int(declared))
+        view = memoryview(buf)
+        pos = 0
+        _current.call = self._call
+        try:
+            while pos < len(buf):
+                try:
+                    n = hr.readinto(view[pos:])
+                except (http.client.HTTPException, OSError) as e:
+                    raise self._transport._map_exception(e, self._call, self._what) from e
+                if not n:
+                    if self._call.expired:
+                        raise DeadlineExceeded(f"{self._call.why} while reading", what=self._what)
+                    raise Unavailable(f"connection closed after {pos} of {len(buf)} bytes",
+                                      what=self._what)
+                self._call.got_first_byte = True
+                pos += n
+                self.bytes_read += n
+                self._transport._received(n)
+        finally:
+            _current.call = None
+        if hr.isclosed():  # http.client read it all: the connection can serve another request
+            self.response.raw.release_conn()
+        return buf
 
     def close(self) -> None:
         self._call.done = True

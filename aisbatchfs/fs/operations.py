@@ -240,7 +240,7 @@ class AisOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @handler("read", by_handle=True)
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         node, h = self._files[fh]
         if isinstance(h, bytearray):
             raise pyfuse3.FUSEError(errno.EBADF)

@@ -15,13 +15,14 @@ bytes of two versions.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
-from aisbatchfs.ais import BucketRef, ObjectNotFound
+from aisbatchfs.ais import BucketRef, ObjectNotFound, ProtocolError
 from aisbatchfs.ais.aio import AsyncAis
 from aisbatchfs.fs.batcher import Batcher, item_key
 from aisbatchfs.fs.cache import ReadCache
@@ -39,8 +40,10 @@ FAILURE_MEMORY = 2.0
 @dataclass(eq=False)
 class _Ahead:
     start: int
+    held: int = 0  # bytes reserved in the budget for it
+    dropped: bool = False  # the handle let go of it before it arrived
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
 
 
 @dataclass(eq=False)
@@ -49,7 +52,8 @@ class ReadHandle:
 
     entry: Entry
     buf_start: int = 0
-    buf: bytes = b""
+    buf: bytes | bytearray = b""
+    held: int = 0  # bytes of buf reserved in the budget
     lock: trio.Lock = field(default_factory=trio.Lock)
     failed: tuple[int, float, Exception] | None = None  # (offset, when, error) of the last failure
     window: int = 0
@@ -60,53 +64,100 @@ class ReadHandle:
 class Reader(Protocol):
     def open(self, entry: Entry) -> ReadHandle: ...
 
-    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes: ...
+    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview: ...
 
     def release(self, handle: ReadHandle) -> None: ...
 
 
 class DirectReader:
-    """One GET (or ranged GET, or one-item GetBatch) per fetch; no cache across handles."""
+    """One GET (or ranged GET, or one-item GetBatch) per fetch; no cache across handles.
+
+    The windows a handle holds count against the byte budget (`budget`, the read cache's):
+    a window is reserved before it is fetched (read-ahead only from free budget) and given
+    back when the handle moves on or closes. When the budget has no room, a read fetches just
+    the bytes it asked for, so memory outside the budget stays within one FUSE request per
+    read in progress."""
 
     def __init__(
         self,
         ais: AsyncAis,
         *,
         read_timeout: float,
+        budget: ReadCache | None = None,
         whole_max: int = 4 * MiB,
         first_window: int = 512 << 10,
-        max_window: int = 32 * MiB,
+        max_window: int = 16 * MiB,  # larger buffers come from mmap: page faults on each one
     ) -> None:
         self.ais = ais
         self.timeout = read_timeout
+        self.budget = budget
         self.whole_max = whole_max
         self.first_window = first_window
         self.max_window = max_window
         self.nursery: trio.Nursery | None = None  # set by the daemon: read-ahead runs there
         self.dotted: set[tuple[BucketRef, str]] = set()  # archives storing `./name` members
+        self.counters: Counter[str] = Counter()
 
     def open(self, entry: Entry) -> ReadHandle:
         return ReadHandle(entry)
 
     def release(self, handle: ReadHandle) -> None:
-        handle.buf = b""
-        handle.ahead = None
+        self._hold(handle, b"", 0, 0)
+        self._drop_ahead(handle)
 
-    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes:
+    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview:
         total = handle.entry.size
         if offset >= total or size <= 0:
             return b""
-        size = min(size, total - offset)
+        end = min(offset + size, total)
+        pieces = []
         async with handle.lock:  # concurrent reads of one handle share one fetch
-            if not (handle.buf_start <= offset
-                    and offset + size <= handle.buf_start + len(handle.buf)):
-                await self._refill(handle, offset, total)
-            start, buf = handle.buf_start, handle.buf
-            handle.next_off = offset + size
-            self._read_ahead(handle, offset + size, total)
-        return buf[offset - start : offset - start + size]
+            # A read may span windows (the kernel asks up to its read-ahead size, which can
+            # exceed the first window): the reply must cover all of it, since FUSE takes a
+            # short reply for the end of the file.
+            pos = offset
+            while pos < end:
+                if not handle.buf_start <= pos < handle.buf_start + len(handle.buf):
+                    await self._refill(handle, pos, end, total)
+                    if not handle.buf_start <= pos < handle.buf_start + len(handle.buf):
+                        raise ProtocolError(f"a fetch at offset {pos} returned no bytes there",
+                                            what=f"read {handle.entry.path}")
+                # a view, not a copy: pyfuse3 replies from any buffer
+                piece = memoryview(handle.buf)[pos - handle.buf_start : end - handle.buf_start]
+                pieces.append(piece)
+                pos += len(piece)
+                handle.next_off = pos
+            self._read_ahead(handle, end, total)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def _refill(self, handle: ReadHandle, offset: int, total: int) -> None:
+    # -- the byte budget ---------------------------------------------------------------------------
+
+    def _reserve(self, n: int, *, demanded: bool) -> bool:
+        return self.budget is None or self.budget.reserve(n, demanded=demanded)
+
+    def _unreserve(self, n: int) -> None:
+        if n and self.budget is not None:
+            self.budget.unreserve(n)
+
+    def _hold(self, handle: ReadHandle, buf: bytes | bytearray, start: int, held: int) -> None:
+        """Make `buf` the handle's window, giving back what the previous one held."""
+        self._unreserve(handle.held)
+        handle.buf, handle.buf_start, handle.held = buf, start, held
+
+    def _drop_ahead(self, handle: ReadHandle) -> None:
+        ahead, handle.ahead = handle.ahead, None
+        if ahead is None:
+            return
+        if ahead.done.is_set():
+            self._unreserve(ahead.held)
+            ahead.held, ahead.data = 0, None
+        else:
+            ahead.dropped = True  # its fetch gives the reservation back when it ends
+
+    # -- fetching ----------------------------------------------------------------------------------
+
+    async def _refill(self, handle: ReadHandle, offset: int, end: int, total: int) -> None:
+        """Fetch the window holding `offset` (the read wants bytes up to `end`)."""
         if total <= self.whole_max:
             start, length = 0, total
         else:
@@ -118,28 +169,41 @@ class DirectReader:
         if ahead is not None and ahead.start == start:
             await ahead.done.wait()
             if ahead.data is not None and len(ahead.data) >= min(length, total - start):
-                handle.buf, handle.buf_start, handle.ahead = ahead.data, start, None
+                handle.ahead = None
+                self._hold(handle, ahead.data, start, ahead.held)
                 return
-        handle.ahead = None
+        self._drop_ahead(handle)
         failed = handle.failed
         if failed and failed[0] == start and trio.current_time() - failed[1] < FAILURE_MEMORY:
             raise failed[2]
+        self._hold(handle, b"", 0, 0)
+        held = length if self._reserve(length, demanded=True) else 0
+        if not held:  # no room: just this read's bytes, outside the budget
+            self.counters["over_budget_reads"] += 1
+            start, length = offset, end - offset
         try:
             buf = await self.fetch(handle.entry, start, length)
         except Exception as e:
+            self._unreserve(held)
             handle.failed = (start, trio.current_time(), e)
             raise
-        handle.buf, handle.buf_start, handle.failed = buf, start, None
+        handle.failed = None
+        self._hold(handle, buf, start, held)
 
     def _read_ahead(self, handle: ReadHandle, pos: int, total: int) -> None:
-        """A sequential reader past half its window: fetch the next window now."""
+        """A sequential reader past half its window: fetch the next window now, if the budget
+        has room for it."""
         end = handle.buf_start + len(handle.buf)
         if (self.nursery is None or total <= self.whole_max or end >= total
                 or handle.ahead is not None or handle.window < 2 * self.first_window
                 or pos < handle.buf_start + len(handle.buf) // 2):
             return
-        ahead = handle.ahead = _Ahead(end)
         length = min(min(handle.window * 2, self.max_window), total - end)
+        if not self._reserve(length, demanded=False):
+            self.counters["read_ahead_skipped"] += 1
+            return
+        ahead = handle.ahead = _Ahead(end, held=length)
+        self.counters["read_ahead"] += 1
 
         async def fetch() -> None:
             try:
@@ -147,12 +211,15 @@ class DirectReader:
             except Exception:  # noqa: BLE001 - the reader refetches and reports it then
                 ahead.data = None
             finally:
+                if ahead.data is None or ahead.dropped:
+                    self._unreserve(ahead.held)
+                    ahead.held, ahead.data = 0, None
                 ahead.done.set()
 
         self.nursery.start_soon(fetch)
 
     async def fetch(self, e: Entry, start: int = 0, length: int | None = None,
-                    timeout: float | None = None) -> bytes:
+                    timeout: float | None = None) -> bytes | bytearray:
         """Bytes [start, start+length) of an object or member (all of it by default), within
         `timeout` seconds (default: the read deadline)."""
         client = self.ais.client
@@ -208,7 +275,7 @@ class BatchedReader:
     def release(self, handle: ReadHandle) -> None:
         self.direct.release(handle)
 
-    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes:
+    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview:
         e = handle.entry
         if not self.batchable(e):
             return await self.direct.read(handle, offset, size)
@@ -227,9 +294,11 @@ class BatchedReader:
                         handle.failed = (0, trio.current_time(), exc)
                         raise
             data = handle.buf
-        return data[offset : offset + size]
+        if offset == 0 and size >= len(data):
+            return data  # the usual case: a small file in one read
+        return memoryview(data)[offset : offset + size]
 
-    async def _obtain(self, e: Entry) -> bytes:
+    async def _obtain(self, e: Entry) -> bytes | bytearray:
         data = self.cache.get(item_key(e))
         if data is None and e.kind is Kind.MEMBER and e.path.lower().endswith(COMPRESSED):
             shard = (e.bucket, e.path, e.version)

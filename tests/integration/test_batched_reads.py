@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -131,10 +132,37 @@ def test_the_budget_holds_with_readers_far_beyond_it(cluster, small_files, mount
     for p in procs:
         assert p.wait(timeout=300) == 0
     read_in_order(root, names[:100])
-    cache = m.stats()["cache"]
+    stats = m.stats()
+    cache = stats["cache"]
     assert cache["budget"] == 1 << 20
     assert cache["peak"] <= cache["budget"], cache
+    assert stats["direct"]["over_budget_reads"] > 0  # big.bin came in read-sized pieces
     assert "over budget" not in m.log_text()
+
+
+def test_windows_of_large_reads_count_against_the_budget(cluster, small_files, mounter):
+    """Three readers of a 40 MiB object under a 16 MiB budget: their windows and read-ahead
+    are reserved in the budget, never past it, and given back when the files close."""
+    big = blob(9, 40 << 20)
+    small_files.object("large.bin").get_writer().put_content(big)
+    m = mounter(cluster.endpoint, "--bucket", small_files.name, "-o", "cache_size=16MiB")
+    path = m.path / "large.bin"
+    script = ("import hashlib, sys\nh = hashlib.sha256()\nwith open(sys.argv[1], 'rb') as f:\n"
+              "    while b := f.read(1 << 20):\n        h.update(b)\nprint(h.hexdigest())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE)
+             for _ in range(3)]
+    want = hashlib.sha256(big).hexdigest()
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.decode().strip() == want
+    stats = m.stats()
+    cache, direct = stats["cache"], stats["direct"]
+    assert 0 < cache["peak"] <= cache["budget"] == 16 << 20, cache
+    assert direct["read_ahead"] > 0, direct
+    deadline = time.monotonic() + 10  # the kernel sends RELEASE after close, in the background
+    while m.stats()["cache"]["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.stats()["cache"]["reserved"] == 0  # every window given back
 
 
 def test_hints_are_fetched_ahead_in_the_order_given(mount_small):

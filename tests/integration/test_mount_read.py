@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import random
 import subprocess
@@ -108,6 +109,28 @@ def test_python_open_seek_read_at_any_offset(mnt, data):
             assert f.read(size) == blob[off : off + size]
         f.seek(len(blob) - 10)
         assert f.read() == blob[-10:]
+
+
+def test_reads_larger_than_the_first_window_are_answered_whole(mnt, data):
+    """FUSE takes a short reply for the end of the file, so a 1 MiB request (the kernel's
+    read-ahead here, or O_DIRECT) must get all its bytes even where the first fetch window
+    (512 KiB) is smaller. O_DIRECT sends each read to the daemon, past the page cache."""
+    bucket, files, _, _ = data
+    blob = files["big.bin"]
+    path = mnt.path / bucket.name / "big.bin"
+    minor = os.minor(os.stat(mnt.path).st_dev)
+    with open(f"/sys/class/bdi/0:{minor}/read_ahead_kb") as f:
+        assert int(f.read()) == 1024  # raised by the daemon from the kernel's 128
+    buf = mmap.mmap(-1, 4 * MiB)  # page-aligned, as O_DIRECT wants
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        for off in (0, 3 * MiB, 20 * MiB):  # cold, after a seek, and across the end
+            n = os.preadv(fd, [buf], off)
+            assert n == min(4 * MiB, len(blob) - off)
+            assert buf[:n] == blob[off : off + n], off
+    finally:
+        os.close(fd)
+        buf.close()
 
 
 def test_numpy_memmap_reads_the_object(mnt, data):
