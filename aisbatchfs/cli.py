@@ -131,7 +131,7 @@ def _stats(mountpoint: str, as_json: bool) -> int:
         print(text, end="")
         return 0
     print(f"aisbatchfs {doc.get('version')} (pid {doc.get('pid')}) at {mountpoint}")
-    for section in ("client", "batch", "cache", "hints", "namespace", "fs"):
+    for section in ("client", "batch", "cache", "pages", "direct", "hints", "namespace", "fs"):
         values = doc.get(section)
         if not values:
             continue
@@ -148,7 +148,8 @@ def _stats(mountpoint: str, as_json: bool) -> int:
 
 
 def _status(only: str | None) -> int:
-    """Mounts, endpoints, cache use, hit rate, errors: one line each."""
+    """Mounts, endpoints, cache use, hit rate (of the daemon's cache), files stored in the
+    kernel's page cache ahead of their reads, requests, errors: one line each."""
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[:3] for line in f if line.split()[2] == "fuse.aisbatchfs"]
     if only:
@@ -157,7 +158,7 @@ def _status(only: str | None) -> int:
         print("no aisbatchfs mounts" + (f" at {only}" if only else ""))
         return 1 if only else 0
     print(f"{'MOUNTPOINT':30} {'SOURCE':40} {'PID':>7} {'CACHE':>17} {'HITS':>5} "
-          f"{'REQUESTS':>9} {'ERRORS':>6}")
+          f"{'PAGES':>9} {'REQUESTS':>9} {'ERRORS':>6}")
     for source, mountpoint, _ in mounts:
         try:
             with open(os.path.join(mountpoint, ".aisbatchfs", "stats")) as f:
@@ -172,8 +173,9 @@ def _status(only: str | None) -> int:
                if cache else "off")
         batch = doc.get("batch", {})
         errors = batch.get("missing", 0) + batch.get("batch_failures", 0)
+        pages = doc.get("pages", {}).get("page_stores", 0)
         print(f"{mountpoint:30} {source:40} {doc.get('pid', '?'):>7} {use:>17} {hits:>5} "
-              f"{doc['client'].get('http_requests', 0):>9,} {errors:>6}")
+              f"{pages:>9,} {doc['client'].get('http_requests', 0):>9,} {errors:>6}")
     return 0
 
 

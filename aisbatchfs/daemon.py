@@ -24,11 +24,12 @@ import trio
 from aisbatchfs import logs, service
 from aisbatchfs.ais import AisClient, AisError, BucketNotFound, BucketRef, ClientConfig, Deadlines
 from aisbatchfs.ais.aio import AsyncAis
-from aisbatchfs.fs.batcher import Batcher
+from aisbatchfs.fs.batcher import Batcher, item_key
 from aisbatchfs.fs.cache import ReadCache
 from aisbatchfs.fs.hints import Hints
 from aisbatchfs.fs.namespace import Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
+from aisbatchfs.fs.pagecache import PagePusher
 from aisbatchfs.fs.planner import Planner
 from aisbatchfs.fs.reader import BatchedReader, DirectReader, Reader
 from aisbatchfs.options import MountSettings
@@ -163,7 +164,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     direct = DirectReader(ais, read_timeout=settings.read_timeout, budget=cache)
     reader: Reader = direct
     sections: dict = {"direct": lambda: dict(direct.counters), "cache": cache.stats}
-    batcher = hints = None
+    batcher = hints = pusher = None
     if settings.batch:
         batcher = Batcher(
             ais, cache, direct.fetch, lambda b: ns.checksum_types.get(b, ""),
@@ -178,6 +179,10 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         hints = Hints(ns, batcher, batched.batchable)
         reader = batched
         sections.update(batch=batcher.stats, hints=hints.stats)
+        if settings.push_pages:
+            pusher = PagePusher(ns, on_stored=lambda e: cache.mark_read(item_key(e)))
+            batcher.on_arrival = pusher.offer
+            sections["pages"] = pusher.stats
         log.info("read cache: %d MiB (batched reads of objects up to %d KiB)",
                  budget >> 20, settings.batch_max_object >> 10)
     else:
@@ -194,7 +199,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     )
     ops: AisOperations = AisOperations(
         ns, reader, look, stats=lambda: stats_snapshot(ops, client.counters, **sections),
-        hint=hints.add if hints else None)
+        hint=hints.add if hints else None, pusher=pusher)
     if settings.metrics_addr:
         from aisbatchfs import metrics
 
@@ -215,6 +220,8 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
             if batcher is not None and hints is not None:
                 await nursery.start(batcher.run)
                 await nursery.start(hints.run)
+                if ops.pusher is not None:
+                    await nursery.start(ops.pusher.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
             nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
             nursery.start_soon(_announce_ready, mountpoint, ready)

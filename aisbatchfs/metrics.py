@@ -28,7 +28,7 @@ BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 GAUGES = {"cache.budget", "cache.used", "cache.cached", "cache.reserved", "cache.peak",
           "cache.items", "namespace.nodes", "batch.queued", "batch.in_flight_limit",
           "batch.items_per_batch", "batch.first_byte_ms_p50", "batch.first_byte_ms_p90",
-          "hints.pending"}
+          "hints.pending", "pages.queued"}
 
 
 class OpTimings:

@@ -159,6 +159,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache_size", parse_size, None, "byte budget of the read cache: cached bytes, bytes "
            "in flight and the windows of large reads together (default: 1/8 of RAM, at most "
            "4GiB)", metavar="SIZE"),
+    Option("push_pages", _bool, True, "store small files that arrive in a batch in the "
+           "kernel's page cache before they are opened (FUSE notify_store), so their reads do "
+           "not reach the daemon"),
     Option("batch_max_object", parse_size, 1 << 20, "objects and members up to this size are "
            "batched; larger ones are read with ranged GETs and read-ahead", metavar="SIZE"),
     Option("batch_max_items", int, 256, "most items in one GetBatch request"),

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import lz4.frame
 
 from aisbatchfs.ais.checksum import verify
-from aisbatchfs.ais.errors import BatchTruncated, ProtocolError, RequestRejected
+from aisbatchfs.ais.errors import AisError, BatchTruncated, ProtocolError, RequestRejected
 from aisbatchfs.ais.models import BucketRef
 from aisbatchfs.ais.multipart import boundary_of, split_multipart
 from aisbatchfs.ais.tarstream import (
@@ -281,6 +281,21 @@ class _Matcher:
             verify(item.checksum[0], item.checksum[1], m.data, f"{self.what}: {m.name}")
         return BatchOut(i, item), m.data
 
+    def _group(self, members: list[TarMember]) -> Iterator[list[tuple[BatchOut, bytes]]]:
+        """The members one read completed, checked, as one group. When one fails its check,
+        those before it are still handed out first: an error's `first_missing` then names
+        the first item the caller did not get."""
+        out = []
+        for m in members:
+            try:
+                out.append(self.finish(m))
+            except AisError:
+                if out:
+                    yield out
+                raise
+        if out:
+            yield out
+
     def run(self, chunks: Iterable[bytes]) -> Iterator[list[tuple[BatchOut, bytes]]]:
         fmt = self.batch.output_format
         if fmt == ".zip":
@@ -290,12 +305,8 @@ class _Matcher:
         parser = TarStreamParser(on_header=self.on_header)
         try:
             for chunk in chunks:
-                members = parser.feed(decompress(chunk))
-                if members:
-                    yield [self.finish(m) for m in members]
-            members = parser.feed(flush())
-            if members:
-                yield [self.finish(m) for m in members]
+                yield from self._group(parser.feed(decompress(chunk)))
+            yield from self._group(parser.feed(flush()))
             parser.close()
         except TarTruncatedError:
             self._truncated()

@@ -106,6 +106,8 @@ class Batcher:
         self._backoff_until = 0.0
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # told of every item that arrives (the page pusher stores it in the kernel's cache)
+        self.on_arrival: Callable[[Entry, bytes], None] = lambda e, data: None
 
     # -- asking ----------------------------------------------------------------------------------
 
@@ -378,6 +380,7 @@ class Batcher:
             self._finish(w, missing=True)
             return
         self.counters["bytes"] += len(data)
+        self.on_arrival(w.entry, data)
         if self.cache.cacheable(len(data)):
             self.cache.fill(w.key, data, w.reserved)
         else:

@@ -32,6 +32,7 @@ from aisbatchfs.fs.namespace import (
     Namespace,
     Node,
 )
+from aisbatchfs.fs.pagecache import PagePusher, page_ident
 from aisbatchfs.fs.reader import ReadHandle, Reader
 from aisbatchfs.metrics import OpTimings
 
@@ -80,13 +81,15 @@ class AisOperations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, ns: Namespace, reader: Reader, look: Presentation,
-                 stats: Callable[[], dict], hint: Callable[[str], None] | None = None) -> None:
+                 stats: Callable[[], dict], hint: Callable[[str], None] | None = None,
+                 pusher: PagePusher | None = None) -> None:
         super().__init__()
         self.ns = ns
         self.reader = reader
         self.look = look
         self.stats = stats
         self.hint = hint  # takes one path written to /.aisbatchfs/prefetch
+        self.pusher = pusher  # stores arrived files in the kernel's page cache
         self.timings: OpTimings | None = None  # FUSE op latencies, only when metrics are on
         self._fh = itertools.count(1)
         self._dirs: dict[int, tuple[Entry, ...]] = {}
@@ -231,8 +234,10 @@ class AisOperations(pyfuse3.Operations):
             self._files[fh] = (node, snapshot)
             self.ns.opened(node)
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        if self.pusher is not None:
+            await self.pusher.settled(node)  # no await from here on: open is atomic to stores
         e = node.entry
-        ident = (e.size, e.version, e.checksum)
+        ident = page_ident(e)
         keep = node.page_ident == ident  # the kernel's cached pages are of this same version
         node.page_ident = ident
         self._files[fh] = (node, self.reader.open(e))

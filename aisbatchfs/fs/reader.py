@@ -270,10 +270,21 @@ class BatchedReader:
                 and self.cache.cacheable(e.size) and (e.bucket, e.path) not in self.direct.dotted)
 
     def open(self, entry: Entry) -> ReadHandle:
+        # An open is what predicts the next files (a read may never come here: the kernel
+        # serves it from pages stored ahead). Members of a compressed shard are predicted by
+        # streaming the shard, on their first read.
+        if self.batchable(entry) and not _compressed_member(entry):
+            self._predict(entry)
         return ReadHandle(entry)
 
     def release(self, handle: ReadHandle) -> None:
         self.direct.release(handle)
+
+    def _predict(self, e: Entry) -> None:
+        assert self.planner is not None
+        ahead = self.planner.accessed(e)
+        if ahead:
+            self.batcher.prefetch(ahead)
 
     async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview:
         e = handle.entry
@@ -300,7 +311,7 @@ class BatchedReader:
 
     async def _obtain(self, e: Entry) -> bytes | bytearray:
         data = self.cache.get(item_key(e))
-        if data is None and e.kind is Kind.MEMBER and e.path.lower().endswith(COMPRESSED):
+        if data is None and _compressed_member(e):
             shard = (e.bucket, e.path, e.version)
             if shard not in self._streamed:
                 self._streamed[shard] = True
@@ -310,14 +321,13 @@ class BatchedReader:
                 if sum(m.size for m in members) <= self.cache.budget // 4:
                     await self.batcher.stream_shard(members, e)
                     data = self.cache.get(item_key(e))
-            if data is not None:
-                self.batcher.kick()
-                return data
-        assert self.planner is not None
-        ahead = self.planner.accessed(e)
-        if ahead:
-            self.batcher.prefetch(ahead)
+            if data is None:
+                self._predict(e)  # too large to stream whole: its members come by batch
         if data is not None:
             self.batcher.kick()  # an unread item became read: prefetch may have room now
             return data
         return await self.batcher.get(e)
+
+
+def _compressed_member(e: Entry) -> bool:
+    return e.kind is Kind.MEMBER and e.path.lower().endswith(COMPRESSED)

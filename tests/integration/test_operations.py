@@ -69,9 +69,11 @@ def test_metrics_move_while_reading(cluster, make_bucket, mounter):
     last = scrape(port)
     assert last["aisbatchfs_batch_items_total"] >= 300
     assert last["aisbatchfs_client_http_requests_total"] > first["aisbatchfs_client_http_requests_total"]
-    assert last['aisbatchfs_fuse_op_seconds_count{op="read"}'] >= 300
+    # opens reach the daemon; most reads do not (served from pages stored ahead)
+    assert last['aisbatchfs_fuse_op_seconds_count{op="open"}'] >= 300
+    assert last["aisbatchfs_pages_page_stores_total"] > 0
     assert last["aisbatchfs_cache_budget"] > 0
-    counts = [s.get("aisbatchfs_cache_hits_total", 0) for s in seen]
+    counts = [s.get("aisbatchfs_fs_opens_total", 0) for s in seen]
     assert counts == sorted(counts) and len(set(counts)) > 1  # moving during the reads
 
 
@@ -107,8 +109,9 @@ def test_warm_shows_progress_in_a_terminal_and_later_reads_hit_the_cache(cluster
     for name, data in files.items():
         assert (m.path / name).read_bytes() == data
     after = m.stats()
-    assert after["cache"]["misses"] == before["cache"]["misses"]  # every read was a hit
-    assert after["cache"]["hits"] >= before["cache"]["hits"] + 200
+    # every read was a hit (warm's own reads were served from pages stored ahead: no hits yet)
+    assert after["cache"]["misses"] == before["cache"]["misses"]
+    assert after["cache"]["hits"] >= before["cache"].get("hits", 0) + 200
     assert after["client"]["http_requests"] == before["client"]["http_requests"]
 
 

@@ -1,0 +1,123 @@
+"""Pushing files that arrive in a batch into the kernel's page cache (FUSE notify_store).
+
+A small file read through FUSE costs three requests: open, read, release. When a batch brings
+a file whose inode the kernel already knows (listed with readdirplus, or looked up), its bytes
+can be stored in the kernel's page cache before anyone opens it: the open keeps that cache and
+the read never reaches the daemon (P1, 2,000 x 16 KiB in listing order: 9 reads of 2,000
+reached it).
+
+Safety: a store is the bytes of one version. It is made only while the file is not open and
+its entry is still the one the bytes belong to; an open that comes while a store is under way
+waits for it (`settled`), then compares versions as always (keep_cache only when the kernel's
+pages are of the version being opened), so pages of an old version are dropped, never read.
+
+The store is a write to /dev/fuse that may wait for a page lock held by a read the event loop
+has still to answer, so it runs in a thread of its own, never on the event loop. It is only an
+optimisation: when the queue is full, the file is open, or the kernel forgot the inode, nothing
+is stored and reads take the usual way.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import pyfuse3
+import trio
+
+from aisbatchfs.fs.namespace import Entry, Namespace, Node
+
+log = logging.getLogger(__name__)
+
+QUEUE = 1024  # files waiting to be stored; past it, new arrivals are not stored
+GROUP = 256  # files stored per trip to the storing thread
+
+
+def page_ident(e: Entry) -> tuple:
+    """What the kernel's pages of a file are of: compared at open to decide keep_cache."""
+    return (e.size, e.version, e.checksum)
+
+
+class PagePusher:
+    def __init__(self, ns: Namespace, on_stored: Callable[[Entry], None] = lambda e: None) -> None:
+        self.ns = ns
+        self.on_stored = on_stored  # e.g. the cache: this file's reads will not come here
+        self.counters: Counter[str] = Counter()
+        self._send, self._recv = trio.open_memory_channel[tuple[Node, Entry, bytes]](QUEUE)
+        self._limiter = trio.CapacityLimiter(1)
+        self._storing: dict[int, trio.Event] = {}
+        self._supported = True
+
+    def offer(self, entry: Entry, data: bytes) -> None:
+        """A file arrived: queue it for the kernel's page cache if the kernel knows its inode
+        and nobody has it open."""
+        if not self._supported or len(data) != entry.size or not data:
+            return
+        ino = self.ns.by_key.get(entry.key)
+        node = self.ns.nodes.get(ino) if ino is not None else None
+        if (node is None or node.lookups == 0 or node.opens or node.entry != entry
+                or node.page_ident == page_ident(entry)):
+            return
+        try:
+            self._send.send_nowait((node, entry, data))
+        except trio.WouldBlock:
+            self.counters["page_stores_dropped"] += 1
+
+    async def settled(self, node: Node) -> None:
+        """Return once no store into this file is under way (called by open)."""
+        done = self._storing.get(node.ino)
+        if done is not None:
+            self.counters["opens_waited"] += 1
+            await done.wait()
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Store queued files, a group per trip to the thread; runs for the mount's lifetime."""
+        task_status.started()
+        while True:
+            group = [await self._recv.receive()]
+            while len(group) < GROUP:
+                try:
+                    group.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            done = trio.Event()
+            for node, _, _ in group:
+                self._storing[node.ino] = done
+            try:
+                stored = await trio.to_thread.run_sync(self._store, group, limiter=self._limiter)
+                for node, entry in stored:
+                    node.page_ident = page_ident(entry)  # the next open keeps these pages
+                    self.on_stored(entry)
+            finally:
+                for node, _, _ in group:
+                    if self._storing.get(node.ino) is done:
+                        del self._storing[node.ino]
+                done.set()
+
+    def _store(self, group: list[tuple[Node, Entry, bytes]]) -> list[tuple[Node, Entry]]:
+        """In the storing thread. Opens wait for this group (settled), so a file found closed
+        here stays closed until its store is done."""
+        stored = []
+        for node, entry, data in group:
+            if node.opens or node.entry != entry:
+                self.counters["page_stores_skipped"] += 1
+                continue
+            try:
+                pyfuse3.notify_store(node.ino, 0, data)
+            except OSError as e:
+                if e.errno == errno.ENOSYS:
+                    log.info("the kernel does not take notify_store: not pushing pages")
+                    self._supported = False
+                    break
+                if e.errno != errno.ENOENT:  # ENOENT: the kernel forgot the inode meanwhile
+                    log.debug("notify_store of inode %d failed: %s", node.ino, e)
+                self.counters["page_stores_failed"] += 1
+                continue
+            self.counters["page_stores"] += 1
+            stored.append((node, entry))
+        return stored
+
+    def stats(self) -> dict:
+        return dict(self.counters, queued=self._recv.statistics().current_buffer_used)
