@@ -235,7 +235,7 @@ class AisOperations(pyfuse3.Operations):
             self.ns.opened(node)
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if self.pusher is not None:
-            await self.pusher.settled(node)  # no await from here on: open is atomic to stores
+            await self.pusher.settled(node)  # no await from here on
         e = node.entry
         ident = page_ident(e)
         keep = node.page_ident == ident  # the kernel's cached pages are of this same version

@@ -6,10 +6,12 @@ can be stored in the kernel's page cache before anyone opens it: the open keeps 
 the read never reaches the daemon (P1, 2,000 x 16 KiB in listing order: 9 reads of 2,000
 reached it).
 
-Safety: a store is the bytes of one version. It is made only while the file is not open and
-its entry is still the one the bytes belong to; an open that comes while a store is under way
-waits for it (`settled`), then compares versions as always (keep_cache only when the kernel's
-pages are of the version being opened), so pages of an old version are dropped, never read.
+Safety: a store is the bytes of one version, made only while the file's entry is still the
+one the bytes belong to. An open compares versions as always (keep_cache only when the
+kernel's pages are of the version being opened). A store of the version being opened may land
+before or after the open: either way the pages hold that version's bytes. An open of another
+version while a store is under way waits for the store (`settled`), so its own invalidation of
+the old pages comes after them: pages of an old version are dropped, never read.
 
 The store is a write to /dev/fuse that may wait for a page lock held by a read the event loop
 has still to answer, so it runs in a thread of its own, never on the event loop. It is only an
@@ -32,7 +34,7 @@ from aisbatchfs.fs.namespace import Entry, Namespace, Node
 log = logging.getLogger(__name__)
 
 QUEUE = 1024  # files waiting to be stored; past it, new arrivals are not stored
-GROUP = 256  # files stored per trip to the storing thread
+GROUP = 64  # files stored per trip to the storing thread
 
 
 def page_ident(e: Entry) -> tuple:
@@ -47,7 +49,7 @@ class PagePusher:
         self.counters: Counter[str] = Counter()
         self._send, self._recv = trio.open_memory_channel[tuple[Node, Entry, bytes]](QUEUE)
         self._limiter = trio.CapacityLimiter(1)
-        self._storing: dict[int, trio.Event] = {}
+        self._storing: dict[int, tuple[trio.Event, Entry]] = {}  # ino: (stored, what)
         self._supported = True
 
     def offer(self, entry: Entry, data: bytes) -> None:
@@ -66,11 +68,12 @@ class PagePusher:
             self.counters["page_stores_dropped"] += 1
 
     async def settled(self, node: Node) -> None:
-        """Return once no store into this file is under way (called by open)."""
-        done = self._storing.get(node.ino)
-        if done is not None:
+        """Called by open: return once no store of another version than the node's entry is
+        under way for this file."""
+        storing = self._storing.get(node.ino)
+        if storing is not None and storing[1] != node.entry:
             self.counters["opens_waited"] += 1
-            await done.wait()
+            await storing[0].wait()
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Store queued files, a group per trip to the thread; runs for the mount's lifetime."""
@@ -83,8 +86,8 @@ class PagePusher:
                 except trio.WouldBlock:
                     break
             done = trio.Event()
-            for node, _, _ in group:
-                self._storing[node.ino] = done
+            for node, entry, _ in group:
+                self._storing[node.ino] = (done, entry)
             try:
                 stored = await trio.to_thread.run_sync(self._store, group, limiter=self._limiter)
                 for node, entry in stored:
@@ -92,16 +95,15 @@ class PagePusher:
                     self.on_stored(entry)
             finally:
                 for node, _, _ in group:
-                    if self._storing.get(node.ino) is done:
+                    if self._storing.get(node.ino, (None,))[0] is done:
                         del self._storing[node.ino]
                 done.set()
 
     def _store(self, group: list[tuple[Node, Entry, bytes]]) -> list[tuple[Node, Entry]]:
-        """In the storing thread. Opens wait for this group (settled), so a file found closed
-        here stays closed until its store is done."""
+        """In the storing thread. An open of another version waits for this group (settled)."""
         stored = []
         for node, entry, data in group:
-            if node.opens or node.entry != entry:
+            if node.entry != entry:
                 self.counters["page_stores_skipped"] += 1
                 continue
             try:

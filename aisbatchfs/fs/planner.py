@@ -4,10 +4,13 @@ Once a directory is listed, a read of one of its files predicts the next files i
 order. Each directory has a stream with a window: the number of files fetched ahead. The window
 starts small, doubles each time the reader keeps following the listing, and halves when the
 reader jumps elsewhere (a shuffled reader drives it to zero, leaving the coalescing of
-concurrent misses to do the batching). The next window is requested when the reader is
-halfway through the current one, so a batch is on its way before the reader reaches it. The
+concurrent misses to do the batching; it grows again only while the reader follows). The next
+window is requested once the files requested ahead of the reader are no more than half of
+it, so a batch is always on its way before the reader gets there. The
 window is capped in items and bytes; the budget and the batches in flight bound it further.
-The same holds for the members of an archive directory.
+The same holds for the members of an archive directory. A reader that finishes one directory
+in order and starts another (the next shard of a dataset) keeps its window: the new stream
+starts where the last one ended instead of ramping up from the start again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class _Stream:
     pos: int = -1  # the last file read
     frontier: int = 0  # the first file not yet asked for
     window: int = START_WINDOW
+    in_order: bool = True  # every read so far followed the listing from its first file
 
 
 class Planner:
@@ -40,6 +44,7 @@ class Planner:
         self.max_bytes = max_bytes
         self.max_streams = max_streams
         self._streams: OrderedDict[tuple, _Stream] = OrderedDict()
+        self._carry = START_WINDOW  # the window of the last stream read to its end in order
 
     def accessed(self, entry: Entry) -> list[Entry]:
         """A file is being read: what to fetch ahead of the reader now (maybe nothing)."""
@@ -50,7 +55,8 @@ class Planner:
         st = self._streams.get(dir_key)
         if st is None or st.listing is not listing:
             order = tuple(e for e in listing.entries if self.batchable(e))
-            st = _Stream(listing, order, {e.name: i for i, e in enumerate(order)})
+            st = _Stream(listing, order, {e.name: i for i, e in enumerate(order)},
+                         window=self._carry)
             self._streams[dir_key] = st
             while len(self._streams) > self.max_streams:
                 self._streams.popitem(last=False)
@@ -58,14 +64,18 @@ class Planner:
         i = st.index.get(entry.name)
         if i is None:
             return []
-        if st.pos == -1 or st.pos < i <= st.frontier:  # a first read, or following the listing
+        following = st.pos == -1 or st.pos < i <= st.frontier  # a first read, or in order
+        if following:
             if i == st.pos + 1 and st.window == 0:
                 st.window = 2
         else:  # a jump: start over here, with less confidence
             st.window //= 2
             st.frontier = i + 1
+        st.in_order = st.in_order and i == st.pos + 1
         st.pos = i
         st.frontier = max(st.frontier, i + 1)
+        if st.in_order and i == len(st.order) - 1:
+            self._carry = max(st.window, START_WINDOW)  # read whole in order: the next directory
         if st.window == 0 or st.frontier - i - 1 > st.window // 2:
             return []
         end = min(st.frontier + st.window, len(st.order))
@@ -77,5 +87,6 @@ class Planner:
             out.append(e)
             nbytes += e.size
         st.frontier += len(out)
-        st.window = min(st.window * 2, self.max_items)
+        if following:  # confidence grows only while the reader follows the listing
+            st.window = min(st.window * 2, self.max_items)
         return out
