@@ -4,7 +4,11 @@
   hedge, below, is the one counted exception).
 - Coalescing: demanded items wait up to `coalesce` seconds from the first of them for others
   (from any process) to join; then one GetBatch carries them all, demanded items first and
-  predicted or hinted ones after, within `max_items`, `max_bytes` and the cache budget.
+  predicted or hinted ones after, within `max_items`, `max_bytes` and the cache budget. While
+  other readers' demanded items are on their way (or arrived less than `coalesce` ago), a miss
+  is held for their next misses, up to MAX_HOLD: concurrent readers then share one batch per
+  round instead of splitting into cohorts that each pay a round trip (8 shuffled readers:
+  7.6 items per batch instead of 4.4).
 - Pipelining: up to `in_flight` batches at once; a waiting reader wakes when its own item has
   arrived in the stream, not when the batch ends (the stream's thread posts each item to trio
   with run_sync_soon: no round trip per item).
@@ -45,6 +49,9 @@ from aisbatchfs.fs.namespace import Entry, Kind
 
 log = logging.getLogger(__name__)
 
+# the longest a miss is held for readers whose items are still on their way
+MAX_HOLD = 0.025
+
 
 def item_key(e: Entry) -> ItemKey:
     assert e.bucket is not None
@@ -64,6 +71,7 @@ class Want:
     reserved: int = 0
     dispatched: bool = False
     waiters: int = 0
+    awaited: bool = False  # counted in Batcher._awaited: demanded and on its way
 
 
 class Batcher:
@@ -92,6 +100,7 @@ class Batcher:
         self.max_in_flight = in_flight
         self.in_flight_limit = in_flight
         self.coalesce = coalesce
+        self.max_hold = max(coalesce, MAX_HOLD)
         self.first_byte_timeout = first_byte_timeout
         self.read_timeout = read_timeout
         self.hedge_after = hedge_after if hedge_after is not None else first_byte_timeout / 2
@@ -102,6 +111,8 @@ class Batcher:
         self._demand: deque[Want] = deque()
         self._prefetch: deque[Want] = deque()
         self._first_demand_at: float | None = None
+        self._awaited = 0  # demanded items on their way
+        self._awaited_done_at = 0.0  # when the last of them arrived (or failed)
         self._running = 0
         self._backoff_until = 0.0
         self._wake = trio.Event()
@@ -142,6 +153,8 @@ class Batcher:
             w.demanded = True
             if not w.dispatched:
                 self._queue_demand(w)  # promoted from the prefetch queue
+            else:
+                self._await(w)
         w.waiters += 1
         deadline = trio.current_time() + self.read_timeout
         try:
@@ -202,9 +215,19 @@ class Batcher:
                     await trio.sleep(self._backoff_until - now)
                     continue
                 if self._first_demand_at is not None:
-                    wait = self._first_demand_at + self.coalesce - now
+                    ready = self._first_demand_at + self.coalesce
+                    if len(self._demand) < self.max_items:
+                        # Readers whose items are on their way, or just arrived, will miss
+                        # again in a moment: hold new misses for them (up to max_hold), so
+                        # concurrent readers share one batch instead of splitting into
+                        # cohorts that each pay a round trip.
+                        hold = self._first_demand_at + self.max_hold
+                        ready = max(ready, hold if self._awaited
+                                    else min(self._awaited_done_at + self.coalesce, hold))
+                    wait = ready - now
                     if wait > 0:
-                        await trio.sleep(wait)
+                        with trio.move_on_after(wait):
+                            await self._wake.wait()
                         continue
                 if self._running >= self.in_flight_limit:
                     await self._wake.wait()
@@ -231,6 +254,7 @@ class Batcher:
                 break  # the budget is all in flight: wait for a batch to land
             self._demand.popleft()
             w.reserved, w.dispatched = w.entry.size, True
+            self._await(w)
             items.append(w)
             nbytes += w.entry.size
         if not self._demand:
@@ -364,6 +388,7 @@ class Batcher:
         for w in reversed(wants):
             self.cache.unreserve(w.reserved)
             w.reserved, w.dispatched = 0, False
+            self._unawait(w)
             (self._demand if w.demanded else self._prefetch).appendleft(w)
         if self._demand and self._first_demand_at is None:
             self._first_demand_at = trio.current_time()
@@ -397,8 +422,20 @@ class Batcher:
         w.error = error
         if self._wants.get(w.key) is w:
             del self._wants[w.key]
+        self._unawait(w)
         w.done.set()
         self.kick()
+
+    def _await(self, w: Want) -> None:
+        if not w.awaited:
+            w.awaited = True
+            self._awaited += 1
+
+    def _unawait(self, w: Want) -> None:
+        if w.awaited:
+            w.awaited = False
+            self._awaited -= 1
+            self._awaited_done_at = trio.current_time()
 
     def stats(self) -> dict:
         lat = sorted(self.first_byte_ms)
