@@ -85,6 +85,22 @@ def test_concurrent_misses_from_eight_processes_coalesce(mount_small):
         assert (root / n).read_bytes() == blob(int(n[1:]))
 
 
+def test_concurrent_shuffled_readers_share_one_batch_per_round(mount_small):
+    """With the default window: a miss is held while the other readers' files are on their
+    way, so 8 readers do not split into groups that each send their own small batch."""
+    m = mount_small()
+    root = m.path / "d"
+    names = sorted(os.listdir(root))
+    random.Random(4).shuffle(names)
+    script = ("import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script,
+                               *[str(root / n) for n in names[k::8][:60]]]) for k in range(8)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    batch = m.stats()["batch"]
+    assert batch["items"] / batch["batches"] >= 5, batch  # ~7.6 measured; 8 is one per reader
+
+
 def test_a_lone_miss_waits_no_longer_than_the_window(mount_small):
     window_ms = 30
     m = mount_small("-o", f"coalesce_ms={window_ms}")
