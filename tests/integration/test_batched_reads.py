@@ -69,34 +69,33 @@ def test_reading_a_listed_directory_in_order_uses_few_big_batches(mount_small):
     assert "items_per_batch" in table and "page_stores" in table
 
 
-def test_concurrent_misses_from_eight_processes_coalesce(mount_small):
-    m = mount_small("-o", "coalesce_ms=20")
-    root = m.path / "d"
+def read_shuffled_by_eight(root: Path, seed: int) -> list[str]:
+    """8 reader processes at once, each over every 8th file of a shuffled list (60 each);
+    returns the shuffled names."""
     names = sorted(os.listdir(root))
-    random.Random(3).shuffle(names)
-    script = ("import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n")
+    random.Random(seed).shuffle(names)
+    script = "import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n"
     procs = [subprocess.Popen([sys.executable, "-c", script,
                                *[str(root / n) for n in names[k::8][:60]]]) for k in range(8)]
     for p in procs:
         assert p.wait(timeout=120) == 0
+    return names
+
+
+def test_concurrent_misses_from_eight_processes_coalesce(mount_small):
+    m = mount_small("-o", "coalesce_ms=20")
+    names = read_shuffled_by_eight(m.path / "d", seed=3)
     batch = m.stats()["batch"]
     assert batch["items"] / batch["batches"] >= 3, batch  # 8 readers' misses share requests
     for n in names[:40]:
-        assert (root / n).read_bytes() == blob(int(n[1:]))
+        assert (m.path / "d" / n).read_bytes() == blob(int(n[1:]))
 
 
 def test_concurrent_shuffled_readers_share_one_batch_per_round(mount_small):
     """With the default window: a miss is held while the other readers' files are on their
     way, so 8 readers do not split into groups that each send their own small batch."""
     m = mount_small()
-    root = m.path / "d"
-    names = sorted(os.listdir(root))
-    random.Random(4).shuffle(names)
-    script = ("import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script,
-                               *[str(root / n) for n in names[k::8][:60]]]) for k in range(8)]
-    for p in procs:
-        assert p.wait(timeout=120) == 0
+    read_shuffled_by_eight(m.path / "d", seed=4)
     batch = m.stats()["batch"]
     assert batch["items"] / batch["batches"] >= 5, batch  # ~7.6 measured; 8 is one per reader
 
