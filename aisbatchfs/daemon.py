@@ -220,8 +220,8 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
             if batcher is not None and hints is not None:
                 await nursery.start(batcher.run)
                 await nursery.start(hints.run)
-                if ops.pusher is not None:
-                    await nursery.start(ops.pusher.run)
+                if pusher is not None:
+                    await nursery.start(pusher.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
             nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
             nursery.start_soon(_announce_ready, mountpoint, ready)

@@ -1,6 +1,6 @@
 """The planner: predicts the next reads from directory listings.
 
-Once a directory is listed, a read of one of its files predicts the next files in listing
+Once a directory is listed, an open of one of its files predicts the next files in listing
 order. Each directory has a stream with a window: the number of files fetched ahead. The window
 starts small, doubles each time the reader keeps following the listing, and halves when the
 reader jumps elsewhere (a shuffled reader drives it to zero, leaving the coalescing of
@@ -47,7 +47,7 @@ class Planner:
         self._carry = START_WINDOW  # the window of the last stream read to its end in order
 
     def accessed(self, entry: Entry) -> list[Entry]:
-        """A file is being read: what to fetch ahead of the reader now (maybe nothing)."""
+        """A file is being opened: what to fetch ahead of the reader now (maybe nothing)."""
         found = self.ns.parent_listing(entry)
         if found is None:
             return []

@@ -83,7 +83,7 @@ class DirectReader:
         ais: AsyncAis,
         *,
         read_timeout: float,
-        budget: ReadCache | None = None,
+        budget: ReadCache,
         whole_max: int = 4 * MiB,
         first_window: int = 512 << 10,
         max_window: int = 16 * MiB,  # larger buffers come from mmap: page faults on each one
@@ -132,11 +132,8 @@ class DirectReader:
 
     # -- the byte budget ---------------------------------------------------------------------------
 
-    def _reserve(self, n: int, *, demanded: bool) -> bool:
-        return self.budget is None or self.budget.reserve(n, demanded=demanded)
-
     def _unreserve(self, n: int) -> None:
-        if n and self.budget is not None:
+        if n:
             self.budget.unreserve(n)
 
     def _hold(self, handle: ReadHandle, buf: bytes | bytearray, start: int, held: int) -> None:
@@ -177,7 +174,7 @@ class DirectReader:
         if failed and failed[0] == start and trio.current_time() - failed[1] < FAILURE_MEMORY:
             raise failed[2]
         self._hold(handle, b"", 0, 0)
-        held = length if self._reserve(length, demanded=True) else 0
+        held = length if self.budget.reserve(length, demanded=True) else 0
         if not held:  # no room: just this read's bytes, outside the budget
             self.counters["over_budget_reads"] += 1
             start, length = offset, end - offset
@@ -199,7 +196,7 @@ class DirectReader:
                 or pos < handle.buf_start + len(handle.buf) // 2):
             return
         length = min(min(handle.window * 2, self.max_window), total - end)
-        if not self._reserve(length, demanded=False):
+        if not self.budget.reserve(length, demanded=False):
             self.counters["read_ahead_skipped"] += 1
             return
         ahead = handle.ahead = _Ahead(end, held=length)
