@@ -224,7 +224,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                     await nursery.start(pusher.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
             nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
-            nursery.start_soon(_announce_ready, mountpoint, ready)
+            nursery.start_soon(_announce_ready, mountpoint, ready, nursery.cancel_scope)
             nursery.start_soon(_report_status, ops)
     finally:
         service.notify("STOPPING=1", "STATUS=unmounting")
@@ -287,15 +287,18 @@ def client_config(settings: MountSettings, target: Target) -> ClientConfig:
     )
 
 
-async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None]) -> None:
-    """Stat the mount from a worker thread (never from the loop that serves it)."""
+async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None],
+                          scope: trio.CancelScope) -> None:
+    """Stat the mount from a worker thread (never from the loop that serves it). A mount that
+    does not answer is taken down again: the caller gets an error, not a dead mount."""
     with trio.move_on_after(30) as waited:
         while not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
             await trio.sleep(0.02)
         await trio.to_thread.run_sync(os.stat, mountpoint)
     if waited.cancelled_caught:
-        log.error("%s did not answer within 30s of mounting", mountpoint)
+        log.error("%s did not answer within 30s of mounting; unmounting", mountpoint)
         ready(f"{mountpoint} did not answer within 30s of mounting")
+        scope.cancel()
         return
     log.info("%s is ready", mountpoint)
     await trio.to_thread.run_sync(_raise_fuse_limits, mountpoint)

@@ -12,6 +12,7 @@ those pyfuse3 accepts) and generic mount(8) flags, which are accepted and ignore
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,24 +32,86 @@ def _bool(text: str) -> bool:
 
 
 def _octal(text: str) -> int:
-    value = int(text, 8)
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ValueError("expected an octal mode such as 022") from None
     if not 0 <= value <= 0o7777:
-        raise ValueError("expected an octal mode such as 022")
+        raise ValueError("expected an octal mode from 0 to 7777")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if value < 0:
         raise ValueError("expected seconds >= 0")
     return value
 
 
 def _positive_seconds(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if value <= 0:
         raise ValueError("expected seconds > 0")
     return value
+
+
+def _milliseconds(text: str) -> float:
+    value = _finite(text)
+    if not 0 <= value <= 1000:
+        raise ValueError("expected milliseconds from 0 to 1000")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+MAX_COUNT = 1_000_000
+
+
+def _count(text: str) -> int:
+    """A number of things (items, requests, tasks): at least one."""
+    value = _whole(text)
+    if not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"expected a whole number from 1 to {MAX_COUNT:,}")
+    return value
+
+
+MAX_ID = 0xFFFF_FFFE  # uid_t/gid_t; (uid_t)-1 means "no change" to the kernel, never an owner
+
+
+def _id(text: str) -> int:
+    """A user or group id the kernel can store."""
+    value = _whole(text)
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"expected a user or group id from 0 to {MAX_ID}")
+    return value
+
+
+def _addr(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
+    return text
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
@@ -69,7 +132,23 @@ def parse_size(text: str) -> int:
     unit = t[len(num):]
     if unit not in _SIZE_UNITS or not num:
         raise ValueError("expected a size such as 512MiB or 4GiB")
-    return int(float(num) * _SIZE_UNITS[unit])
+    try:
+        value = float(num) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise ValueError("expected a size such as 512MiB or 4GiB") from None
+    if not math.isfinite(value) or value < 1:
+        raise ValueError("expected a size of at least one byte, such as 512MiB")
+    return int(value)
+
+
+MIN_CACHE = 1 << 20
+
+
+def _cache_size(text: str) -> int:
+    value = parse_size(text)
+    if value < MIN_CACHE:
+        raise ValueError("expected a cache size of at least 1MiB")
+    return value
 
 
 @dataclass(frozen=True)
@@ -96,7 +175,7 @@ class Option:
     def show_default(self) -> str:
         if self.default is not None and self.parse is _octal:
             return f"{self.default:03o}"
-        if self.default is not None and self.parse is parse_size:
+        if self.default is not None and self.parse in (parse_size, _cache_size):
             return _size_text(self.default)
         return _show(self.default)
 
@@ -117,30 +196,30 @@ def _choice(text: str) -> str:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("endpoint", str, None, "AIStore endpoint, e.g. http://10.0.0.1:8080",
+    Option("endpoint", _text, None, "AIStore endpoint, e.g. http://10.0.0.1:8080",
            metavar="URL", env_aliases=("AIS_ENDPOINT",)),
-    Option("mountpoint", str, None, "where to mount (config files; on the command line it is "
+    Option("mountpoint", _text, None, "where to mount (config files; on the command line it is "
            "the MOUNTPOINT argument)", file_only=True),
-    Option("bucket", str, None, "mount one bucket, or a prefix of it, at the root: NAME[/PREFIX]; "
+    Option("bucket", _text, None, "mount one bucket, or a prefix of it, at the root: NAME[/PREFIX]; "
            "ais://, s3://, gs:// ... select the provider (default: every bucket)", metavar="SPEC"),
     Option("archives", _choice, "dir", "how archive objects (.tar .tgz .tar.gz .zip .tar.lz4) appear: "
            "dir = a directory of members under the archive's name; file = plain files; "
            "both = the file, and its members under the name plus archive_suffix",
            choices=("dir", "file", "both")),
-    Option("archive_suffix", str, ".d", "with archives=both: suffix of the directory that holds an "
+    Option("archive_suffix", _text, ".d", "with archives=both: suffix of the directory that holds an "
            "archive's members"),
-    Option("token_file", str, None, "file holding the AuthN token, re-read on 401 and SIGHUP "
+    Option("token_file", _text, None, "file holding the AuthN token, re-read on 401 and SIGHUP "
            "(else AIS_AUTHN_TOKEN; a token is never taken from the command line)", metavar="PATH"),
     Option("skip_verify", _bool, False, "do not verify the cluster's TLS certificate",
            env_aliases=("AIS_SKIP_VERIFY_CRT", "AIS_SKIP_VERIFY")),
-    Option("client_ca", str, None, "CA bundle to verify the cluster's certificate with",
+    Option("client_ca", _text, None, "CA bundle to verify the cluster's certificate with",
            metavar="PATH", env_aliases=("AIS_CLIENT_CA",)),
-    Option("client_cert", str, None, "client certificate for mutual TLS (with client_key)",
+    Option("client_cert", _text, None, "client certificate for mutual TLS (with client_key)",
            metavar="PATH", env_aliases=("AIS_CRT",)),
-    Option("client_key", str, None, "client key for mutual TLS", metavar="PATH",
+    Option("client_key", _text, None, "client key for mutual TLS", metavar="PATH",
            env_aliases=("AIS_CRT_KEY",)),
-    Option("uid", int, None, "owner of every file (default: the user who mounts)"),
-    Option("gid", int, None, "group of every file (default: the user's group)"),
+    Option("uid", _id, None, "owner of every file (default: the user who mounts)"),
+    Option("gid", _id, None, "group of every file (default: the user's group)"),
     Option("umask", _octal, 0o022, "permission bits removed from file_mode and dir_mode (octal)"),
     Option("file_mode", _octal, 0o444, "permission bits of files before umask (octal)"),
     Option("dir_mode", _octal, 0o555, "permission bits of directories before umask (octal)"),
@@ -156,7 +235,7 @@ OPTIONS: tuple[Option, ...] = (
            "AIStore; past it the read fails with EIO"),
     Option("batch", _bool, True, "read small files through predicted and coalesced GetBatch "
            "requests; --no-batch reads each file with its own GET (for comparison)"),
-    Option("cache_size", parse_size, None, "byte budget of the read cache: cached bytes, bytes "
+    Option("cache_size", _cache_size, None, "byte budget of the read cache: cached bytes, bytes "
            "in flight and the windows of large reads together (default: 1/8 of RAM, at most "
            "4GiB)", metavar="SIZE"),
     Option("push_pages", _bool, True, "store small files that arrive in a batch in the "
@@ -164,22 +243,22 @@ OPTIONS: tuple[Option, ...] = (
            "not reach the daemon"),
     Option("batch_max_object", parse_size, 1 << 20, "objects and members up to this size are "
            "batched; larger ones are read with ranged GETs and read-ahead", metavar="SIZE"),
-    Option("batch_max_items", int, 256, "most items in one GetBatch request"),
+    Option("batch_max_items", _count, 256, "most items in one GetBatch request"),
     Option("batch_max_bytes", parse_size, 32 << 20, "most bytes in one GetBatch request",
            metavar="SIZE"),
-    Option("batches_in_flight", int, 4, "most GetBatch requests under way at once"),
-    Option("coalesce_ms", _seconds, 2.0, "milliseconds a miss waits for other misses to join "
+    Option("batches_in_flight", _count, 4, "most GetBatch requests under way at once"),
+    Option("coalesce_ms", _milliseconds, 2.0, "milliseconds a miss waits for other misses to join "
            "its GetBatch"),
-    Option("metrics_addr", str, None, "serve Prometheus metrics at HOST:PORT (off by default)",
+    Option("metrics_addr", _addr, None, "serve Prometheus metrics at HOST:PORT (off by default)",
            metavar="HOST:PORT"),
-    Option("max_tasks", int, 128, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
+    Option("max_tasks", _count, 128, "most FUSE requests handled at once (pyfuse3 worker tasks)"),
     Option("log_level", _choice, "info", "log verbosity",
            choices=("debug", "info", "warning", "error")),
-    Option("log_file", str, None, "write the log here (default: stderr in the foreground, "
+    Option("log_file", _text, None, "write the log here (default: stderr in the foreground, "
            "syslog in the background)", metavar="PATH"),
     Option("foreground", _bool, False, "stay attached to the terminal instead of daemonizing",
            short="-f", cli_only=True),
-    Option("config", str, None, "TOML file with any of these options as keys (and mountpoint)",
+    Option("config", _text, None, "TOML file with any of these options as keys (and mountpoint)",
            metavar="PATH", cli_only=True),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -54,6 +54,13 @@ def test_mount_fails_clearly_without_a_cluster_or_bucket(cluster, mountpoint):
     r = run([*AISBATCHFS, "mount", cluster.endpoint, str(mountpoint), "-o", "archives=maybe"],
             check=False, timeout=60)
     assert r.returncode == 2 and b"allowed values are dir, file, both" in r.stderr
+    for bad in ("uid=-1", "batches_in_flight=0", "read_timeout=nan"):  # once mounted, broken
+        r = run([*AISBATCHFS, "mount", cluster.endpoint, str(mountpoint), "-o", bad],
+                check=False, timeout=60)
+        assert r.returncode == 2 and bad.split("=")[0].encode() + b"=" in r.stderr, r.stderr
+    r = run([*AISBATCHFS, "mount", cluster.endpoint, str(mountpoint), "--uid", "-1"],
+            check=False, timeout=60)
+    assert r.returncode == 2 and b"uid" in r.stderr
     assert not is_mounted(mountpoint)
 
 

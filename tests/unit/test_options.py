@@ -71,3 +71,41 @@ def test_sizes():
 def test_readme_options_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert options.markdown_table() in readme, "run: python -m aisbatchfs.options > table"
+
+
+@pytest.mark.parametrize("spec", [
+    "uid=-1", "gid=4294967295", "batch_max_items=0", "batches_in_flight=0", "max_tasks=0",
+    "read_timeout=nan", "metadata_timeout=inf", "metadata_ttl=nan", "coalesce_ms=inf",
+    "cache_size=0", "batch_max_object=-1KiB",
+])
+def test_values_that_once_mounted_a_broken_daemon_are_refused(spec):
+    """uid=-1 mounted and then failed every request; zero counts made every read wait;
+    nan deadlines failed reads at random."""
+    with pytest.raises(OptionError, match=f"-o: {spec.split('=')[0]}="):
+        resolve({}, [spec])
+
+
+# bad values for every kind of value the schema has; every option is tried with its kind's
+BAD = {
+    options._id: ["-1", "4294967295", "1.5", "root", ""],
+    options._count: ["0", "-3", "2.5", "many", "1000001"],
+    options._seconds: ["-1", "nan", "inf", "-inf", "soon"],
+    options._positive_seconds: ["0", "-1", "nan", "inf", "soon"],
+    options._milliseconds: ["-1", "nan", "inf", "1001"],
+    options.parse_size: ["0", "-1MiB", "nan", "infMiB", "lots", "12XB"],
+    options._cache_size: ["0", "512KiB", "nan", "lots"],
+    options._octal: ["8", "-1", "10000", "rwx"],
+    options._bool: ["maybe", "2"],
+    options._choice: ["nonsense"],
+    options._addr: ["9100", "host:", "host:0", "host:70000", "host:http"],
+    options._text: ["", "  "],
+}
+
+
+@pytest.mark.parametrize("opt", [o for o in options.OPTIONS if not o.cli_only],
+                         ids=lambda o: o.name)
+def test_every_option_refuses_bad_values_by_name(opt):
+    assert opt.parse in BAD, f"{opt.name}: add its kind of value to BAD"
+    for bad in BAD[opt.parse]:
+        with pytest.raises(OptionError, match=f"{opt.name}="):
+            opt.convert(bad, "-o")
