@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         argv.insert(0, "mount")  # mount(8) form: aisbatchfs SOURCE MOUNTPOINT -o ...
     args = build_parser().parse_args(argv)
+    if args.command in ("stats", "status"):
+        # like any tool whose output is piped (`aisbatchfs stats MNT | head`): end quietly
+        # when the reader goes away, not with a BrokenPipeError traceback
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if args.command == "mount":
         return _mount(args)
     if args.command == "umount":

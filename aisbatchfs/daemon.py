@@ -22,7 +22,15 @@ import pyfuse3
 import trio
 
 from aisbatchfs import logs, service
-from aisbatchfs.ais import AisClient, AisError, BucketNotFound, BucketRef, ClientConfig, Deadlines
+from aisbatchfs.ais import (
+    AisClient,
+    AisError,
+    BucketNotFound,
+    BucketRef,
+    ClientConfig,
+    DeadlineExceeded,
+    Deadlines,
+)
 from aisbatchfs.ais.aio import AsyncAis
 from aisbatchfs.fs.batcher import Batcher, item_key
 from aisbatchfs.fs.cache import ReadCache
@@ -146,15 +154,18 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     if settings.token_file:
         client.transport.token_source = lambda: read_token(settings.token_file)
     ais = AsyncAis(client)
-    try:  # fail before mounting when the cluster or bucket is not there
+    # fail before mounting when the cluster or bucket is not there, and soon: a wrong endpoint
+    # should not make `mount` wait out the whole metadata deadline
+    check = min(settings.metadata_timeout, MOUNT_CHECK_TIMEOUT)
+    try:
         if target.bucket is not None:
-            await ais.meta(client.bucket_props, target.bucket)
+            await ais.meta(client.bucket_props, target.bucket, timeout=check)
         else:
-            await ais.meta(client.list_buckets, None)
+            await ais.meta(client.list_buckets, None, timeout=check)
     except BucketNotFound as e:
         raise MountError(f"bucket {target.bucket} does not exist ({e.message})") from None
     except AisError as e:
-        raise MountError(f"cannot reach AIStore at {target.endpoint}: {e}") from None
+        raise MountError(f"cannot reach {target.endpoint}: {_cause(e)}") from None
     ns = Namespace(ais, bucket=target.bucket, prefix=target.prefix, archives=settings.archives,
                    archive_suffix=settings.archive_suffix, ttl=settings.metadata_ttl,
                    negative_ttl=settings.negative_ttl, metadata_timeout=settings.metadata_timeout)
@@ -262,6 +273,21 @@ async def _report_status(ops: AisOperations) -> None:
         hit = f", cache hit rate {cache.get('hits', 0) / looked:.0%}" if looked else ""
         service.notify(f"STATUS=serving: {s['fs'].get('opens', 0)} opens, "
                        f"{s['client'].get('http_requests', 0)} requests{hit}")
+
+
+MOUNT_CHECK_TIMEOUT = 3.0
+
+
+def _cause(e: AisError) -> str:
+    """What went wrong, in a few words: the last attempt's cause for a call that retried
+    until its deadline, without the client's own prefixes."""
+    last = e.__cause__ if isinstance(e, DeadlineExceeded) and isinstance(e.__cause__, AisError) else e
+    message = last.message
+    if message.startswith("cannot reach "):
+        message = message.split(": ", 1)[-1]
+    if last is not e:
+        message += f" (for {MOUNT_CHECK_TIMEOUT:g}s)"
+    return message
 
 
 def read_token(path: str) -> str | None:

@@ -37,7 +37,11 @@ class ClientConfig:
     verify: bool | str = True  # False, True (system CAs) or a CA bundle path
     cert: tuple[str, str] | None = None  # (client certificate, key) for mutual TLS
     deadlines: Deadlines = Deadlines()
-    retries: int = 3  # extra attempts for idempotent reads on 429/5xx/connection errors
+    # pause before the first retry of a transient error (429, 5xx, no targets, a refused
+    # connection); doubling up to max_backoff, jittered, for as long as the call's deadline
+    # allows: a target restart takes seconds, and a reader would rather wait than fail
+    backoff: float = 0.05
+    max_backoff: float = 1.0
     pool_size: int = 32  # connections per pool (metadata and data pools are separate)
     user_agent: str = "aisbatchfs"
 

@@ -28,6 +28,12 @@ class AisError(Exception):
         self.tcode = tcode
         self.what = what  # the call and object, e.g. "GET ais://b/x"
 
+    @property
+    def transient(self) -> bool:
+        """A state of the cluster that passes (a node restarting, throttling): retry within
+        the call's deadline, and if it persists the read fails with EIO."""
+        return False
+
     def __str__(self) -> str:
         parts = [self.what] if self.what else []
         if self.status is not None:
@@ -51,11 +57,20 @@ class AccessDenied(AisError):
 
 
 class Throttled(AisError):
-    """429: the cluster asks the client to slow down (rate limit or GetBatch admission)."""
+    """429 (rate limit, GetBatch admission) or 409 ErrBusy: the cluster asks for a pause."""
+
+    @property
+    def transient(self) -> bool:
+        return True
 
 
 class Unavailable(AisError):
-    """The cluster could not be reached, or answered 5xx."""
+    """The cluster could not be reached, answered 5xx, or reported a transient state
+    (ErrNoNodes: no storage targets, while one restarts)."""
+
+    @property
+    def transient(self) -> bool:
+        return True
 
 
 class DeadlineExceeded(AisError):
@@ -97,6 +112,10 @@ class SoftErrorLimit(BatchFailed):
     """More items were missing than the cluster's get_batch.max_soft_errs allows."""
 
 
+# Go error types (the JSON body's `tcode`) that name a passing state of the cluster, whatever
+# the status (AIStore answers errors it does not classify with 400).
+TRANSIENT_TCODES = {"ErrNoNodes": Unavailable, "ErrBusy": Throttled}
+
 # A proxy relays its own failed intra-cluster call (e.g. GetBatch's phase 1 to a target that
 # does not answer) with the server's default status, 400. Those are cluster faults, not bad
 # requests: they are retried like a 5xx.
@@ -127,13 +146,15 @@ def error_from_response(
     tcode, message = _server_message(body or headers.get("Hdr-Error"))
     message = message or f"HTTP {status}"
     kw = dict(status=status, tcode=tcode, what=what)
+    if tcode in TRANSIENT_TCODES:
+        return TRANSIENT_TCODES[tcode](message, **kw)
     if status == 404:
         if tcode in ("ErrBckNotFound", "ErrRemoteBckNotFound"):
             return BucketNotFound(message, **kw)
         return ObjectNotFound(message, **kw)
     if status in (401, 403):
         return AccessDenied(message, **kw)
-    if status == 429:
+    if status in (429, 409) and tcode in ("", "ErrBusy"):
         return Throttled(message, **kw)
     if status == 416:
         return RangeNotSatisfiable(message, **kw)

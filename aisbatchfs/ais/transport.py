@@ -13,12 +13,14 @@ listing never queues behind long streams.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import http.client
 import json
 import itertools
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -37,7 +39,6 @@ from aisbatchfs.ais.errors import (
     AisError,
     DeadlineExceeded,
     RequestRejected,
-    Throttled,
     Unavailable,
     error_from_response,
 )
@@ -48,12 +49,14 @@ _current = threading.local()  # the _Call running on this thread, seen by the co
 class _Call:
     """One client call's deadline and the connection it is using right now."""
 
-    __slots__ = ("deadline", "first_byte_deadline", "got_first_byte", "expired", "why", "done",
+    __slots__ = ("deadline", "first_byte_deadline", "limits", "got_first_byte", "expired", "why", "done",
                  "_conn", "_lock")
 
-    def __init__(self, deadline: float, first_byte_deadline: float | None = None) -> None:
+    def __init__(self, deadline: float, first_byte_deadline: float | None = None,
+                 limits: tuple[float, float | None] = (0.0, None)) -> None:
         self.deadline = deadline
         self.first_byte_deadline = first_byte_deadline
+        self.limits = limits  # (total, first byte) in seconds, for the messages
         self.got_first_byte = False
         self.expired = False
         self.why = ""
@@ -120,7 +123,9 @@ class _Watchdog:
                 heapq.heappop(self._heap)
             if call.done or (first_byte and call.got_first_byte):
                 continue
-            call.expire("no first byte in time" if first_byte else "deadline passed")
+            total, first = call.limits
+            call.expire(f"no first byte within {first:g}s" if first_byte
+                        else f"no complete answer within the {total:g}s deadline")
 
 
 _WATCHDOG = _Watchdog()
@@ -255,6 +260,44 @@ class Stream:
         self.close()
 
 
+_ERRNO_WORDS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
+                errno.ETIMEDOUT: "connection timed out", errno.EHOSTUNREACH: "host unreachable",
+                errno.ENETUNREACH: "network unreachable", errno.EPIPE: "connection closed"}
+
+
+def describe_failure(e: BaseException) -> str:
+    """One short cause for a failed exchange ("cannot reach 10.0.0.1:8080: connection
+    refused"), not the nested reprs of requests and urllib3."""
+    seen: set[int] = set()
+    where = ""
+    cur: BaseException | None = e
+    root: BaseException = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        root = cur
+        peer = (cur.pool if isinstance(cur, urllib3.exceptions.MaxRetryError)
+                else getattr(cur, "conn", None))
+        if not where and getattr(peer, "host", None):
+            where = f"{peer.host}:{peer.port}" if getattr(peer, "port", None) else peer.host
+        nxt = getattr(cur, "reason", None) if isinstance(cur, urllib3.exceptions.MaxRetryError) else None
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        cur = nxt or cur.__cause__ or cur.__context__
+    if isinstance(root, socket.gaierror):
+        why = f"unknown host ({root.strerror})"
+    elif isinstance(root, ssl.SSLError):
+        why = f"TLS: {getattr(root, 'verify_message', '') or root.reason or root}"
+    elif isinstance(root, OSError) and root.errno in _ERRNO_WORDS:
+        why = _ERRNO_WORDS[root.errno]
+    elif isinstance(root, OSError) and root.strerror:
+        why = root.strerror.lower()
+    elif isinstance(root, (http.client.IncompleteRead, urllib3.exceptions.ProtocolError)):
+        why = "connection closed mid-reply"
+    else:
+        why = f"{type(root).__name__}: {root}"
+    return f"cannot reach {where}: {why}" if where else why
+
+
 class Transport:
     """Owns the sessions and the counters; every HTTP request of the client goes through here."""
 
@@ -314,7 +357,7 @@ class Transport:
         if call.expired or isinstance(e, requests.Timeout):
             why = call.why or "no complete answer in time"
             return DeadlineExceeded(f"{why} ({type(e).__name__})", what=what)
-        return Unavailable(f"{type(e).__name__}: {e}", what=what)
+        return Unavailable(describe_failure(e), what=what)
 
     def request(
         self,
@@ -337,7 +380,8 @@ class Transport:
 
         `timeout` is the call's total deadline in seconds (default: the metadata or read deadline
         for the pool). Retries happen only for `retry=True` calls, on 429, 5xx and connection
-        errors, with jittered exponential backoff, and never past the deadline. With
+        errors and transient states (AisError.transient), with jittered exponential backoff,
+        for as long as the deadline allows. With
         `first_byte_timeout`, the call also fails unless the first byte of the body arrives
         that soon (GetBatch sends its 200 at once, then waits to assemble). The caller must
         close the Stream (it is a context manager).
@@ -356,7 +400,8 @@ class Transport:
         attempt = 0
         while True:
             first = time.monotonic() + first_byte_timeout if first_byte_timeout else None
-            call = _Call(deadline, first if first is not None and first < deadline else None)
+            call = _Call(deadline, first if first is not None and first < deadline else None,
+                         (total, first_byte_timeout))
             _WATCHDOG.arm(call)
             _current.call = call
             try:
@@ -391,9 +436,10 @@ class Transport:
             if err.status == 401 and attempt == 0 and self._refreshed_token():
                 attempt += 1
                 continue
-            if not (retry and isinstance(err, (Throttled, Unavailable)) and attempt < self.cfg.retries):
+            if not (retry and err.transient):
                 raise err
-            backoff = random.uniform(0, min(2.0, 0.05 * 2**attempt))
+            cfg = self.cfg
+            backoff = random.uniform(0.5, 1.0) * min(cfg.max_backoff, cfg.backoff * 2**attempt)
             if time.monotonic() + backoff >= deadline:
                 raise DeadlineExceeded(
                     f"deadline of {total:g}s passed after {attempt + 1} attempts; last: {err}",

@@ -25,6 +25,7 @@ from aisbatchfs import __version__
 from aisbatchfs.fs.errors import to_fuse_error
 from aisbatchfs.fs.namespace import (
     DIR_KINDS,
+    NAME_MAX,
     PREFETCH_INO,
     STATS_INO,
     Entry,
@@ -97,17 +98,24 @@ class AisOperations(pyfuse3.Operations):
         self.counters = {"opens": 0, "reads": 0, "bytes_read": 0}
 
     def _describe(self, args: tuple, by_handle: bool) -> str:
-        if args and isinstance(args[0], int):
-            if by_handle:
-                node = self._files.get(args[0], (None,))[0]
-            else:
-                node = self.ns.nodes.get(args[0])
-            if node is not None:
-                e = node.entry
-                if e.bucket is not None:
-                    return f"{e.bucket}/{e.path}" + (f" [{e.member}]" if e.member else "")
-                return e.name or "/"
-        return repr(args[:2])
+        """The path a request is about, for log lines: bucket URL, object, member, and the
+        name looked up when there is one."""
+        if not args or not isinstance(args[0], int):
+            return repr(args[:2])
+        if by_handle:
+            node = self._files.get(args[0], (None,))[0]
+        else:
+            node = self.ns.nodes.get(args[0])
+        if node is None:
+            return f"inode {args[0]}"
+        e = node.entry
+        if e.bucket is not None:
+            where = f"{e.bucket}/{e.path}" + (f"/{e.member}" if e.member else "")
+        else:
+            where = "/" + e.name
+        if len(args) > 1 and isinstance(args[1], bytes):
+            where = f"{where.rstrip('/')}/{os.fsdecode(args[1])}"
+        return where
 
     def _node(self, ino: int) -> Node:
         try:
@@ -151,6 +159,8 @@ class AisOperations(pyfuse3.Operations):
         parent = self._node(parent_inode)
         if parent.kind not in DIR_KINDS:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if len(name) > NAME_MAX:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         node = await self.ns.lookup(parent, os.fsdecode(name))
         if node is None:  # a negative entry the kernel may cache
             a = pyfuse3.EntryAttributes()

@@ -126,6 +126,19 @@ def test_status_shows_a_mounted_instance(cluster, make_bucket, mounter):
     assert "MiB" in line
 
 
+def test_stats_and_status_end_quietly_when_the_reader_stops(cluster, make_bucket, mounter):
+    """`aisbatchfs stats MNT | head` and the like: no BrokenPipe traceback."""
+    b = make_bucket(cluster)
+    m = mounter(cluster.endpoint, "--bucket", b.name)
+    for args in (["stats", str(m.path)], ["stats", "--json", str(m.path)], ["status"]):
+        r, w = os.pipe()
+        os.close(r)  # the reader is gone before the first line is written
+        p = subprocess.run([sys.executable, "-m", "aisbatchfs", *args], stdout=w,
+                           stderr=subprocess.PIPE, timeout=60)
+        os.close(w)
+        assert p.stderr == b"", p.stderr.decode()
+
+
 def test_the_readme_dataloader_example_reads_what_the_sdk_put(cluster, make_bucket, mounter):
     sys.path.insert(0, str(REPO / "scripts"))
     from dataloader_example import FileDataset, load_all
