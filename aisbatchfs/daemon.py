@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -31,15 +32,15 @@ from aisbatchfs.ais import (
     DeadlineExceeded,
     Deadlines,
 )
-from aisbatchfs.ais.aio import AsyncAis
-from aisbatchfs.fs.batcher import Batcher, item_key
+from aisbatchfs.ais.aio import ThreadedAis
+from aisbatchfs.fs.batcher import Batcher, BatcherConfig
 from aisbatchfs.fs.cache import ReadCache
 from aisbatchfs.fs.hints import Hints
-from aisbatchfs.fs.namespace import Namespace
+from aisbatchfs.fs.namespace import Entry, Kind, Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
 from aisbatchfs.fs.pagecache import PagePusher
 from aisbatchfs.fs.planner import Planner
-from aisbatchfs.fs.reader import BatchedReader, DirectReader, Reader
+from aisbatchfs.fs.reader import Reader, ReaderConfig
 from aisbatchfs.options import MountSettings
 
 log = logging.getLogger("aisbatchfs")
@@ -153,15 +154,17 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     client = AisClient(client_config(settings, target))
     if settings.token_file:
         client.transport.token_source = lambda: read_token(settings.token_file)
-    ais = AsyncAis(client)
+    ais = ThreadedAis(client)
     # fail before mounting when the cluster or bucket is not there, and soon: a wrong endpoint
     # should not make `mount` wait out the whole metadata deadline
     check = min(settings.metadata_timeout, MOUNT_CHECK_TIMEOUT)
     try:
         if target.bucket is not None:
-            await ais.meta(client.bucket_props, target.bucket, timeout=check)
+            await trio.to_thread.run_sync(functools.partial(
+                client.bucket_props, target.bucket, timeout=check))
         else:
-            await ais.meta(client.list_buckets, None, timeout=check)
+            await trio.to_thread.run_sync(functools.partial(
+                client.list_buckets, None, timeout=check))
     except BucketNotFound as e:
         raise MountError(f"bucket {target.bucket} does not exist ({e.message})") from None
     except AisError as e:
@@ -172,33 +175,38 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     # one byte budget for cached items, batches in flight and the windows of large reads
     budget = settings.cache_size or default_cache_size()
     cache = ReadCache(budget)
-    direct = DirectReader(ais, read_timeout=settings.read_timeout, budget=cache)
-    reader: Reader = direct
-    sections: dict = {"direct": lambda: dict(direct.counters), "cache": cache.stats}
-    batcher = hints = pusher = None
+    reader_cfg = ReaderConfig(max_object=settings.batch_max_object, batch=settings.batch,
+                              read_timeout=settings.read_timeout)
+
+    def batchable(e: Entry) -> bool:
+        return (e.kind in (Kind.FILE, Kind.MEMBER) and 0 < e.size <= reader_cfg.max_object
+                and cache.cacheable(e.size))
+
+    sections: dict = {"cache": cache.stats}
+    batcher = hints = pusher = planner = None
     if settings.batch:
+        pusher = PagePusher(ns, on_stored=cache.mark_read) if settings.push_pages else None
         batcher = Batcher(
-            ais, cache, direct.fetch, lambda b: ns.checksum_types.get(b, ""),
-            max_items=settings.batch_max_items, max_bytes=settings.batch_max_bytes,
-            in_flight=settings.batches_in_flight, coalesce=settings.coalesce_ms / 1000,
-            first_byte_timeout=settings.first_byte_timeout, read_timeout=settings.read_timeout,
-        )
-        batched = BatchedReader(direct, cache, batcher, None, max_object=settings.batch_max_object)
-        batched.planner = Planner(ns, batched.batchable, max_items=settings.batch_max_items,
-                                  max_bytes=settings.batch_max_bytes)
-        batched.shard_members = ns.archive_members
-        hints = Hints(ns, batcher, batched.batchable)
-        reader = batched
+            ais, cache,
+            BatcherConfig(max_items=settings.batch_max_items, max_bytes=settings.batch_max_bytes,
+                          in_flight=settings.batches_in_flight,
+                          coalesce=settings.coalesce_ms / 1000,
+                          first_byte_timeout=settings.first_byte_timeout,
+                          read_timeout=settings.read_timeout),
+            on_arrival=pusher.offer if pusher is not None else lambda item, data: None)
+        planner = Planner(ns, batchable, max_items=settings.batch_max_items,
+                          max_bytes=settings.batch_max_bytes)
+        hints = Hints(ns, batcher, batchable)
         sections.update(batch=batcher.stats, hints=hints.stats)
-        if settings.push_pages:
-            pusher = PagePusher(ns, on_stored=lambda e: cache.mark_read(item_key(e)))
-            batcher.on_arrival = pusher.offer
+        if pusher is not None:
             sections["pages"] = pusher.stats
         log.info("read cache: %d MiB (batched reads of objects up to %d KiB)",
                  budget >> 20, settings.batch_max_object >> 10)
     else:
         log.info("batching off: one GET per file; %d MiB for the windows of reads",
                  budget >> 20)
+    reader = Reader(ns, ais, cache, batcher, planner, reader_cfg)
+    sections["direct"] = reader.stats
     umask = settings.umask
     look = Presentation(
         uid=os.getuid() if settings.uid is None else settings.uid,
@@ -209,7 +217,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         negative_ttl=settings.negative_ttl,
     )
     ops: AisOperations = AisOperations(
-        ns, reader, look, stats=lambda: stats_snapshot(ops, client.counters, **sections),
+        ns, reader, look, stats=lambda: stats_snapshot(ops, ais.counters, **sections),
         hint=hints.add if hints else None, pusher=pusher)
     if settings.metrics_addr:
         from aisbatchfs import metrics
@@ -227,12 +235,12 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     log.info("mounted %s at %s (options %s)", target.fsname, mountpoint, ",".join(sorted(options)))
     try:
         async with trio.open_nursery() as nursery:
-            direct.nursery = nursery
+            await nursery.start(reader.run)
             if batcher is not None and hints is not None:
                 await nursery.start(batcher.run)
                 await nursery.start(hints.run)
-                if pusher is not None:
-                    await nursery.start(pusher.run)
+            if pusher is not None:
+                await nursery.start(pusher.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
             nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
             nursery.start_soon(_announce_ready, mountpoint, ready, nursery.cancel_scope)

@@ -577,8 +577,8 @@ class FaultProxy:
                         return
                     if rule.drop:
                         return
-                    client.sendall(_error_reply(method, rule, close_after or expects))
                     self._sent(rule.status)
+                    client.sendall(_error_reply(method, rule, close_after or expects))
                     if close_after or expects:
                         return
                     continue
@@ -606,10 +606,11 @@ class FaultProxy:
                     _wait_until(arrived + self.delay)
                     if not interim and rule is not None and rule.stall and not self._pause(rule.stall):
                         return
+                    if not interim:
+                        self._sent(status)  # before the client can see it: counts are exact
                     client.sendall(b"\r\n".join(resp) + b"\r\n\r\n")
                     if not interim:
                         break
-                self._sent(status)
                 if (_header(resp, b"connection") or b"").lower() == b"close":
                     close_after = True
                 out = _BodyOut(client.sendall, _is_chunked(resp),

@@ -31,7 +31,7 @@ import lz4.frame
 from aisbatchfs.ais.checksum import verify
 from aisbatchfs.ais.errors import AisError, BatchTruncated, ProtocolError, RequestRejected
 from aisbatchfs.ais.models import BucketRef
-from aisbatchfs.ais.multipart import boundary_of, split_multipart
+from aisbatchfs.ais.multipart import MultipartError, boundary_of, split_multipart
 from aisbatchfs.ais.tarstream import (
     TarFormatError,
     TarHeader,
@@ -39,6 +39,7 @@ from aisbatchfs.ais.tarstream import (
     TarStreamParser,
     TarTruncatedError,
 )
+from aisbatchfs.ais.transport import Abort
 
 if TYPE_CHECKING:
     from aisbatchfs.ais.client import AisClient
@@ -114,6 +115,7 @@ class Batch:
     timeout: float | None = None
     first_byte_timeout: float | None = None  # fail unless the first item starts this soon
     items: list[BatchItem] = field(default_factory=list)
+    _abort: Abort = field(default_factory=Abort, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.bucket, str):
@@ -158,6 +160,10 @@ class Batch:
     def __iter__(self) -> Iterator[tuple[BatchOut, bytes]]:
         return self.get()
 
+    def abort(self) -> None:
+        """From any thread: end the request now (its reader gets DeadlineExceeded)."""
+        self._abort()
+
     def get(self) -> Iterator[tuple[BatchOut, bytes]]:
         """Send the request and yield each item as soon as it is complete and checked."""
         for group in self.get_groups():
@@ -175,6 +181,7 @@ class Batch:
         with t.request(
             "moss", "GET", url, pool="data", params=params, json_body=self.request_body(),
             timeout=self.timeout, first_byte_timeout=self.first_byte_timeout, what=what,
+            abort=self._abort,
         ) as stream:
             matcher = _Matcher(self, what)
             if self.streaming:
@@ -193,21 +200,6 @@ def _decompressor(fmt: str) -> tuple[Callable[[bytes], bytes], Callable[[], byte
         d = lz4.frame.LZ4FrameDecompressor()
         return d.decompress, lambda: b""
     return (lambda b: b), (lambda: b"")
-
-
-def extract_members(chunks: Iterable[bytes], fmt: str) -> Iterator[list[tuple[str, bytes]]]:
-    """Regular files of a (compressed) TAR stream as (name, bytes), grouped per network read;
-    a leading './' is dropped from names, as AIStore's archive listing does."""
-    decompress, flush = _decompressor(fmt)
-    parser = TarStreamParser()
-    for chunk in chunks:
-        members = parser.feed(decompress(chunk))
-        if members:
-            yield [(m.name.removeprefix("./"), m.data) for m in members]
-    members = parser.feed(flush())
-    if members:
-        yield [(m.name.removeprefix("./"), m.data) for m in members]
-    parser.close()
 
 
 class _Matcher:
@@ -308,9 +300,10 @@ class _Matcher:
                 yield from self._group(parser.feed(decompress(chunk)))
             yield from self._group(parser.feed(flush()))
             parser.close()
-        except TarTruncatedError:
-            self._truncated()
-            raise
+        except TarTruncatedError as e:
+            self._truncated()  # raises unless every item arrived before the cut
+            raise ProtocolError(f"reply ends inside a TAR entry after its last item: {e}",
+                                what=self.what) from e
         except (TarFormatError, zlib.error, RuntimeError) as e:  # lz4 raises RuntimeError
             raise ProtocolError(f"bad archive in reply: {e}", what=self.what) from e
         self._truncated()
@@ -346,7 +339,7 @@ class _Matcher:
     def run_multipart(
         self, chunks: Iterable[bytes], boundary: str
     ) -> Iterator[list[tuple[BatchOut, bytes]]]:
-        parts = split_multipart(chunks, boundary)
+        parts = self._parts(chunks, boundary)
         meta = bytearray()
         archive_first: bytes | None = None
         for name, piece in parts:
@@ -355,17 +348,17 @@ class _Matcher:
                 continue
             archive_first = piece
             break
-        try:
-            doc = json.loads(meta)
-            outs = doc["out"]
-        except (ValueError, KeyError, TypeError):
+        try:  # JSON of another shape: TypeError or AttributeError; nested too deep: RecursionError
+            outs = json.loads(meta)["out"]
+            err_msgs = [o.get("err_msg") or "" for o in outs]
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ProtocolError(f"bad multipart metadata: {bytes(meta[:200])!r}",
                                 what=self.what) from None
         if len(outs) != len(self.items):
             raise ProtocolError(
                 f"metadata lists {len(outs)} items, requested {len(self.items)}", what=self.what
             )
-        self.err_msgs = [o.get("err_msg") or "" for o in outs]
+        self.err_msgs = err_msgs
 
         def archive() -> Iterator[bytes]:
             if archive_first is not None:
@@ -375,3 +368,11 @@ class _Matcher:
                     yield piece
 
         yield from self.run(archive())
+
+    def _parts(self, chunks: Iterable[bytes], boundary: str) -> Iterator[tuple[str, bytes]]:
+        """The reply's parts; a body the splitter cannot read (cut, no boundary) is a bad
+        reply, like a bad TAR."""
+        try:
+            yield from split_multipart(chunks, boundary)
+        except MultipartError as e:
+            raise ProtocolError(f"bad multipart reply: {e}", what=self.what) from e

@@ -22,9 +22,12 @@ from aisbatchfs.ais.errors import ObjectChanged, ObjectNotFound, ProtocolError
 from aisbatchfs.ais.models import (
     LS_ARCH_DIR,
     LS_NO_RECURSION,
+    SNODE_DECOMM,
+    SNODE_MAINT,
     ArchiveMember,
     BucketProps,
     BucketRef,
+    ClusterMap,
     ObjectAttrs,
     ObjectEntry,
 )
@@ -56,6 +59,22 @@ class AisClient:
     def counters(self) -> dict[str, int]:
         """Requests made so far, by kind (calls_list, calls_get, calls_moss...) and in all."""
         return self.transport.counters()
+
+    # -- the cluster -----------------------------------------------------------------------------
+
+    def cluster_map(self, *, timeout: float | None = None) -> ClusterMap:
+        """The cluster map's view of storage targets (from the proxy we talk to)."""
+        t = self.transport
+        with t.request("smap", "GET", t.url("daemon"), params={"what": "smap"},
+                       timeout=timeout, what="cluster map") as s:
+            doc = _json(s.read_all(), "cluster map")
+        try:
+            tmap = doc.get("tmap") or {}
+            inactive = sum(1 for node in tmap.values()
+                           if int(node.get("flags") or 0) & (SNODE_MAINT | SNODE_DECOMM))
+            return ClusterMap(int(doc.get("version") or 0), len(tmap), len(tmap) - inactive)
+        except (AttributeError, TypeError, ValueError):
+            raise ProtocolError(f"bad cluster map {doc!r:.200}", what="cluster map") from None
 
     # -- buckets ---------------------------------------------------------------------------------
 
@@ -227,14 +246,16 @@ class AisClient:
         archpath: str | None = None,
         expected_size: int | None = None,
         expected_version: str | None = None,
+        expected_checksum: str | None = None,
         timeout: float | None = None,
     ) -> bytes:
         """Bytes of an object, a byte range of it, or one archive member, checked.
 
         Whole objects are checked against their stored checksum; every read against
         Content-Length and, when given, `expected_size` (of the whole object or member, as
-        listed). `expected_version` raises ObjectChanged when the object was overwritten since
-        it was listed, so a range of a new version is never mixed with bytes of an old one.
+        listed). `expected_version` and `expected_checksum` (the stored checksum the listing
+        gave) raise ObjectChanged when the object was overwritten since it was listed, so a
+        range of a new version is never mixed with bytes of an old one.
         """
         if length == 0:
             return b""  # the server answers 416 to any range of an empty object
@@ -249,6 +270,9 @@ class AisClient:
         version = h.get("Ais-Version")
         if expected_version and version and version != expected_version:
             raise ObjectChanged(f"version is {version}, listed as {expected_version}", what=what)
+        stored = h.get("Ais-Checksum-Value")
+        if expected_checksum and stored and archpath is None and stored != expected_checksum:
+            raise ObjectChanged(f"checksum is {stored}, listed as {expected_checksum}", what=what)
         if expected_size is not None:
             whole = len(data)
             if start or length is not None:  # a range: Content-Range gives the object's size

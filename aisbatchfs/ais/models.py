@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # listing entry flags (api/apc/lsmsg.go)
 ENTRY_IS_CACHED = 64
 ENTRY_IN_ARCH = 128
 ENTRY_IS_DIR = 256
 ENTRY_IS_ARCHIVE = 512
+
+# cluster map node flags (meta/smap.go): a target in maintenance or leaving serves nothing
+SNODE_MAINT = 1 << 2
+SNODE_DECOMM = 1 << 3
 
 # listing request flags
 LS_ARCH_DIR = 8
@@ -110,3 +114,44 @@ class ObjectAttrs:
     atime_ns: int = 0  # access time: moves on every GET, never a modification time
     mtime: str = ""  # Last-Modified as the server sent it (HEAD v2), when known
     present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One readable thing, as the filesystem knows it: an object, or a member of an archive
+    object, with the identity every read of it is checked against. Hashable: it is the key
+    of cached bytes, so a new version (size, version or checksum) is a new key.
+
+    For a member, `version` and `checksum` are the archive object's (AIStore lists members
+    with a name and a size only): a new version of the archive makes new member keys.
+    """
+
+    bucket: BucketRef
+    obj: str
+    member: str = ""  # path inside the archive object; "" for the object itself
+    size: int = 0
+    version: str = ""
+    checksum: str = ""  # the object's stored checksum value ("" when unknown)
+    # its type is the bucket's; not part of the identity (it may become known later)
+    checksum_type: str = field(default="", compare=False)
+
+    @property
+    def is_member(self) -> bool:
+        return bool(self.member)
+
+    def __str__(self) -> str:
+        return f"{self.bucket}/{self.obj}" + (f"/{self.member}" if self.member else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMap:
+    """What the cluster map (Smap) says about storage targets: whether a listing can be
+    complete right now."""
+
+    version: int
+    targets: int  # targets in the map
+    active: int  # of those, neither in maintenance nor being decommissioned
+
+    @property
+    def degraded(self) -> bool:
+        return self.active < self.targets or self.targets == 0

@@ -9,7 +9,8 @@ skipped. Only regular files become members.
 
 A caller that knows how big a member should be passes `on_header`, which sees each header
 before any of its data is buffered and may raise to abort: that is how a member larger than its
-reservation is refused without being read into memory.
+reservation is refused without being read into memory. Returning False skips the member: its
+data is passed over, never buffered (a shard streamed for a few of its members).
 """
 
 from __future__ import annotations
@@ -214,8 +215,9 @@ class TarStreamParser:
             mtime=_octal_or_base256(block[136:148]),
             mode=_octal_or_base256(block[100:108]),
         )
-        if self._on_header is not None:
-            self._on_header(header)
+        if self._on_header is not None and self._on_header(header) is False:
+            self._skip(_padded(size), is_data=True)  # not wanted: never buffered
+            return None
         self._header = header
         if size == 0:
             return self._finish_member()

@@ -131,6 +131,29 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+class Abort:
+    """Lets another thread end a call at once (the consumer of a stream went away): the
+    call's socket is shut down as if its deadline had passed, so the thread reading it
+    returns promptly with DeadlineExceeded("aborted")."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._call: _Call | None = None
+        self.aborted = False
+
+    def attach(self, call: _Call) -> None:
+        with self._lock:
+            self._call = call
+            if self.aborted:
+                call.expire("aborted")
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.aborted = True
+            if self._call is not None:
+                self._call.expire("aborted")
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
         call = getattr(_current, "call", None)
@@ -375,6 +398,7 @@ class Transport:
         retry: bool = True,
         first_byte_timeout: float | None = None,
         what: str = "",
+        abort: Abort | None = None,
     ) -> Stream:
         """Send one request (following redirects) and return its reply as a Stream.
 
@@ -402,6 +426,8 @@ class Transport:
             first = time.monotonic() + first_byte_timeout if first_byte_timeout else None
             call = _Call(deadline, first if first is not None and first < deadline else None,
                          (total, first_byte_timeout))
+            if abort is not None:
+                abort.attach(call)
             _WATCHDOG.arm(call)
             _current.call = call
             try:
@@ -436,7 +462,7 @@ class Transport:
             if err.status == 401 and attempt == 0 and self._refreshed_token():
                 attempt += 1
                 continue
-            if not (retry and err.transient):
+            if not (retry and err.transient) or (abort is not None and abort.aborted):
                 raise err
             cfg = self.cfg
             backoff = random.uniform(0.5, 1.0) * min(cfg.max_backoff, cfg.backoff * 2**attempt)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import trio
 
+from aisbatchfs.ais.models import Item
 from aisbatchfs.fs.batcher import Batcher
 from aisbatchfs.fs.namespace import Entry, Namespace
 
@@ -42,14 +43,14 @@ class Hints:
         self._paths.append(path)
         self._wake.set()
 
-    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             self._wake = trio.Event()
             if not self._paths:
                 await self._wake.wait()
                 continue
-            ready: list[Entry] = []
+            ready: list[Item] = []
             while self._paths and len(ready) < CHUNK:
                 path = self._paths.popleft()
                 try:
@@ -60,7 +61,7 @@ class Hints:
                 if entry is None or not self.batchable(entry):
                     self.counters["ignored"] += 1
                     continue
-                ready.append(entry)
+                ready.append(self.ns.item(entry))
             self.counters["queued"] += self.batcher.prefetch(ready)
 
     def stats(self) -> dict:

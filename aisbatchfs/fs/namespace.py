@@ -33,9 +33,9 @@ from enum import IntEnum
 import trio
 import xxhash
 
-from aisbatchfs.ais import BucketRef, ObjectNotFound
-from aisbatchfs.ais.aio import AsyncAis
-from aisbatchfs.ais.models import ArchiveMember, ObjectEntry, is_archive_name
+from aisbatchfs.ais import AisError, BucketRef, ObjectNotFound
+from aisbatchfs.ais.api import AisApi
+from aisbatchfs.ais.models import ArchiveMember, Item, ObjectEntry, is_archive_name
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Node:
     entry: Entry
     lookups: int = 0
     opens: int = 0
-    page_ident: tuple | None = None  # (size, version, checksum) the kernel's page cache holds
+    page_ident: Item | None = None  # what the kernel's page cache holds of this file
 
     @property
     def kind(self) -> Kind:
@@ -115,7 +115,7 @@ class Listing:
 class Namespace:
     def __init__(
         self,
-        ais: AsyncAis,
+        ais: AisApi,
         *,
         bucket: BucketRef | None = None,
         prefix: str = "",
@@ -158,6 +158,43 @@ class Namespace:
         self._logged_shadows: set[tuple] = set()
         self.bucket_created_ns: dict[BucketRef, int] = {}  # st_mtime of everything in a bucket
         self.checksum_types: dict[BucketRef, str] = {}
+        self._props_retry: dict[BucketRef, float] = {}  # after a failure, not before this
+
+    # -- what the read path sees ----------------------------------------------------------------
+
+    def item(self, e: Entry) -> Item:
+        """What reading `e` fetches and checks: the object or member with its identity."""
+        assert e.bucket is not None and e.kind in (Kind.FILE, Kind.MEMBER), e
+        return Item(e.bucket, e.path, e.member if e.kind is Kind.MEMBER else "", e.size,
+                    e.version, e.checksum, self.checksum_types.get(e.bucket, ""))
+
+    def archive_item(self, member: Entry) -> Item:
+        """The archive object holding a member (its size is not known here; reading it whole
+        is checked by version and stored checksum)."""
+        assert member.bucket is not None and member.kind is Kind.MEMBER, member
+        return Item(member.bucket, member.path, "", 0, member.version, member.checksum,
+                    self.checksum_types.get(member.bucket, ""))
+
+    def node_of(self, item: Item) -> Node | None:
+        """The live node reading `item` goes through, if the kernel knows one."""
+        b = item.bucket
+        kind = Kind.MEMBER if item.member else Kind.FILE
+        ino = self.by_key.get((int(kind), (b.provider, b.namespace, b.name), item.obj, item.member))
+        return self.nodes.get(ino) if ino is not None else None
+
+    async def load_bucket_props(self, bucket: BucketRef) -> None:
+        """Creation time (every entry's times) and checksum type of a bucket, once; a failure
+        leaves them unknown until the next try (times are cosmetic, checksums optional)."""
+        if bucket in self.bucket_created_ns or self._props_retry.get(bucket, 0) > time.monotonic():
+            return
+        try:
+            props = await self.ais.bucket_props(bucket)
+        except AisError as e:
+            log.debug("properties of %s: %s", bucket, e)
+            self._props_retry[bucket] = time.monotonic() + self.negative_ttl
+            return
+        self.bucket_created_ns[bucket] = props.created_ns
+        self.checksum_types[bucket] = props.checksum_type
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -279,15 +316,13 @@ class Namespace:
         found: dict[str, object] = {}
 
         async def is_dir() -> None:
-            page = await self.ais.meta(self.ais.client.list_page, bucket, path + "/",
-                                       recursive=False, page_size=1, props="name",
-                                       timeout=self.timeout)
+            page = await self.ais.list_page(bucket, path + "/", recursive=False, page_size=1,
+                                            props="name")
             found["dir"] = bool(page.entries)
 
         async def head(obj: str) -> None:
             try:
-                found["attrs"] = await self.ais.meta(self.ais.client.head, bucket, obj,
-                                                     timeout=self.timeout)
+                found["attrs"] = await self.ais.head(bucket, obj)
             except ObjectNotFound:
                 found["attrs"] = None
 
@@ -454,7 +489,7 @@ class Namespace:
                 and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX)
 
     async def _list_buckets(self, grouped: bool = True) -> list[Entry]:
-        buckets = await self.ais.meta(self.ais.client.list_buckets, None, timeout=self.timeout)
+        buckets = await self.ais.list_buckets(None)
         out = []
         groups = set()
         for b in buckets:
@@ -473,8 +508,8 @@ class Namespace:
         out: list[Entry] = []
         token = uuid = ""
         while True:
-            page = await self.ais.meta(self.ais.client.list_page, bucket, prefix, recursive=False,
-                                       token=token, uuid=uuid, timeout=self.timeout)
+            page = await self.ais.list_page(bucket, prefix, recursive=False, token=token,
+                                            uuid=uuid)
             for obj in page.entries:
                 rel = obj.name[len(prefix):]
                 if not obj.name.startswith(prefix) or not rel:
@@ -514,8 +549,7 @@ class Namespace:
         key = (bucket, entry.path)
         cached = self._archives.get(key)
         if cached is None or cached[1] <= time.monotonic():
-            members = await self.ais.meta(self.ais.client.list_archive, bucket, entry.path,
-                                          timeout=self.timeout)
+            members = await self.ais.list_archive(bucket, entry.path)
             self._archives[key] = cached = (members, time.monotonic() + self.ttl)
             while len(self._archives) > 1024:
                 self._archives.popitem(last=False)

@@ -33,8 +33,8 @@ from aisbatchfs.fs.namespace import (
     Namespace,
     Node,
 )
-from aisbatchfs.fs.pagecache import PagePusher, page_ident
-from aisbatchfs.fs.reader import ReadHandle, Reader
+from aisbatchfs.fs.pagecache import PagePusher
+from aisbatchfs.fs.reader import Reader
 from aisbatchfs.metrics import OpTimings
 
 XATTR_PREFIX = "user.ais."
@@ -94,7 +94,9 @@ class AisOperations(pyfuse3.Operations):
         self.timings: OpTimings | None = None  # FUSE op latencies, only when metrics are on
         self._fh = itertools.count(1)
         self._dirs: dict[int, tuple[Entry, ...]] = {}
-        self._files: dict[int, tuple[Node, ReadHandle | bytes | bytearray]] = {}
+        # open files: the node, and what was opened (the entry as listed at open, a stats
+        # snapshot, or a hints buffer)
+        self._files: dict[int, tuple[Node, Entry | bytes | bytearray]] = {}
         self.counters = {"opens": 0, "reads": 0, "bytes_read": 0}
 
     def _describe(self, args: tuple, by_handle: bool) -> str:
@@ -167,19 +169,9 @@ class AisOperations(pyfuse3.Operations):
             a.st_ino = 0
             a.entry_timeout = self.look.negative_ttl
             return a
-        await self._ensure_bucket_time(node.entry)
+        if node.entry.bucket is not None:
+            await self.ns.load_bucket_props(node.entry.bucket)
         return self.attrs(node)
-
-    async def _ensure_bucket_time(self, e: Entry) -> None:
-        b = e.bucket
-        if b is not None and b not in self.ns.bucket_created_ns:
-            try:
-                props = await self.ns.ais.meta(self.ns.ais.client.bucket_props, b,
-                                               timeout=self.ns.timeout)
-                self.ns.bucket_created_ns[b] = props.created_ns
-                self.ns.checksum_types[b] = props.checksum_type
-            except Exception:  # noqa: BLE001 - times are cosmetic; 0 until the bucket answers
-                pass
 
     @handler("getattr")
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -199,7 +191,7 @@ class AisOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         listing = await self.ns.list_dir(node)
         for b in {e.bucket for e in listing.entries if e.bucket is not None}:
-            await self._ensure_bucket_time(Entry("", Kind.DIR, b))
+            await self.ns.load_bucket_props(b)
         fh = next(self._fh)
         self._dirs[fh] = listing.entries  # this handle's snapshot: stable order, no repeats
         return fh
@@ -247,11 +239,12 @@ class AisOperations(pyfuse3.Operations):
         if self.pusher is not None:
             await self.pusher.settled(node)  # no await from here on
         e = node.entry
-        ident = page_ident(e)
-        keep = node.page_ident == ident  # the kernel's cached pages are of this same version
-        node.page_ident = ident
-        self._files[fh] = (node, self.reader.open(e))
+        item = self.ns.item(e)
+        keep = node.page_ident == item  # the kernel's cached pages are of this same version
+        node.page_ident = item
+        self._files[fh] = (node, e)
         self.ns.opened(node)
+        self.reader.accessed(e)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @handler("read", by_handle=True)
@@ -273,8 +266,9 @@ class AisOperations(pyfuse3.Operations):
         if item is None:
             return
         node, h = item
-        if isinstance(h, ReadHandle):
-            self.reader.release(h)
+        if isinstance(h, Entry):
+            if node.opens == 1:
+                self.reader.forget(h)  # its last reader is gone: drop its windows now
         elif isinstance(h, bytearray) and h and self.hint:
             self.hint(h.decode("utf-8", "surrogateescape"))  # a last line without a newline
         self.ns.closed(node)
@@ -334,24 +328,17 @@ class AisOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)  # security.*, system.*: no ACLs, no labels
         node = self._node(inode)
         if key == XATTR_PREFIX + "checksum_type" and node.entry.bucket is not None:
-            await self._ensure_checksum_type(node.entry)
+            await self.ns.load_bucket_props(node.entry.bucket)
         value = self._xattrs(node).get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
-    async def _ensure_checksum_type(self, e: Entry) -> None:
-        if e.bucket not in self.ns.checksum_types:
-            props = await self.ns.ais.meta(self.ns.ais.client.bucket_props, e.bucket,
-                                           timeout=self.ns.timeout)
-            self.ns.checksum_types[e.bucket] = props.checksum_type
-            self.ns.bucket_created_ns.setdefault(e.bucket, props.created_ns)
-
     @handler("listxattr")
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
         node = self._node(inode)
         if node.entry.checksum and node.entry.bucket is not None:
-            await self._ensure_checksum_type(node.entry)
+            await self.ns.load_bucket_props(node.entry.bucket)
         return [k.encode() for k in self._xattrs(node)]
 
     # -- the rest ----------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from aisbatchfs.fs.namespace import Entry, Namespace, Node
+from aisbatchfs.ais.api import Buffer
+from aisbatchfs.ais.models import Item
+from aisbatchfs.fs.namespace import Namespace, Node
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +39,27 @@ QUEUE = 1024  # files waiting to be stored; past it, new arrivals are not stored
 GROUP = 64  # files stored per trip to the storing thread
 
 
-def page_ident(e: Entry) -> tuple:
-    """What the kernel's pages of a file are of: compared at open to decide keep_cache."""
-    return (e.size, e.version, e.checksum)
-
-
 class PagePusher:
-    def __init__(self, ns: Namespace, on_stored: Callable[[Entry], None] = lambda e: None) -> None:
+    def __init__(self, ns: Namespace, on_stored: Callable[[Item], None] = lambda item: None) -> None:
         self.ns = ns
         self.on_stored = on_stored  # e.g. the cache: this file's reads will not come here
         self.counters: Counter[str] = Counter()
-        self._send, self._recv = trio.open_memory_channel[tuple[Node, Entry, bytes]](QUEUE)
+        self._send, self._recv = trio.open_memory_channel[tuple[Node, Item, Buffer]](QUEUE)
         self._limiter = trio.CapacityLimiter(1)
-        self._storing: dict[int, tuple[trio.Event, Entry]] = {}  # ino: (stored, what)
+        self._storing: dict[int, tuple[trio.Event, Item]] = {}  # ino: (stored, what)
         self._supported = True
 
-    def offer(self, entry: Entry, data: bytes) -> None:
+    def offer(self, item: Item, data: Buffer) -> None:
         """A file arrived: queue it for the kernel's page cache if the kernel knows its inode
         and nobody has it open."""
-        if not self._supported or len(data) != entry.size or not data:
+        if not self._supported or len(data) != item.size or not data:
             return
-        ino = self.ns.by_key.get(entry.key)
-        node = self.ns.nodes.get(ino) if ino is not None else None
-        if (node is None or node.lookups == 0 or node.opens or node.entry != entry
-                or node.page_ident == page_ident(entry)):
+        node = self.ns.node_of(item)
+        if (node is None or node.lookups == 0 or node.opens or self.ns.item(node.entry) != item
+                or node.page_ident == item):
             return
         try:
-            self._send.send_nowait((node, entry, data))
+            self._send.send_nowait((node, item, data))
         except trio.WouldBlock:
             self.counters["page_stores_dropped"] += 1
 
@@ -71,11 +67,11 @@ class PagePusher:
         """Called by open: return once no store of another version than the node's entry is
         under way for this file."""
         storing = self._storing.get(node.ino)
-        if storing is not None and storing[1] != node.entry:
+        if storing is not None and storing[1] != self.ns.item(node.entry):
             self.counters["opens_waited"] += 1
             await storing[0].wait()
 
-    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Store queued files, a group per trip to the thread; runs for the mount's lifetime."""
         task_status.started()
         while True:
@@ -86,24 +82,24 @@ class PagePusher:
                 except trio.WouldBlock:
                     break
             done = trio.Event()
-            for node, entry, _ in group:
-                self._storing[node.ino] = (done, entry)
+            for node, item, _ in group:
+                self._storing[node.ino] = (done, item)
             try:
                 stored = await trio.to_thread.run_sync(self._store, group, limiter=self._limiter)
-                for node, entry in stored:
-                    node.page_ident = page_ident(entry)  # the next open keeps these pages
-                    self.on_stored(entry)
+                for node, item in stored:
+                    node.page_ident = item  # the next open keeps these pages
+                    self.on_stored(item)
             finally:
                 for node, _, _ in group:
                     if self._storing.get(node.ino, (None,))[0] is done:
                         del self._storing[node.ino]
                 done.set()
 
-    def _store(self, group: list[tuple[Node, Entry, bytes]]) -> list[tuple[Node, Entry]]:
+    def _store(self, group: list[tuple[Node, Item, Buffer]]) -> list[tuple[Node, Item]]:
         """In the storing thread. An open of another version waits for this group (settled)."""
         stored = []
-        for node, entry, data in group:
-            if node.entry != entry:
+        for node, item, data in group:
+            if self.ns.item(node.entry) != item:
                 self.counters["page_stores_skipped"] += 1
                 continue
             try:
@@ -118,7 +114,7 @@ class PagePusher:
                 self.counters["page_stores_failed"] += 1
                 continue
             self.counters["page_stores"] += 1
-            stored.append((node, entry))
+            stored.append((node, item))
         return stored
 
     def stats(self) -> dict:

@@ -1,330 +1,384 @@
-"""The read path: `read(handle, offset, size)` for files and archive members.
+"""The read path: `read(item, offset, size)` for objects and archive members.
 
-Two strategies behind one interface (`Reader`):
-- DirectReader: plain requests. A small object or member is fetched whole on its first read
-  and kept with the handle (the kernel asks in 128 KiB pieces). A large one is read in windows
-  with ranged GETs (members: one-item GetBatch ranges, since the server refuses Range with
-  archpath). The window starts small and doubles while reads stay sequential, so scattered
-  small reads (Parquet footers, zip directories, HDF5) do not fetch far more than they read;
-  a seek resets it; a sequential reader gets the next window fetched in the background.
-- BatchedReader: small objects and members come from the cache, filled by GetBatch requests
-  that the planner predicts and the batcher coalesces. Large ones go the direct way.
-Every fetch checks the object is still the one listed (size, version), so a handle never mixes
-bytes of two versions.
+Reads are keyed by what is read (an `Item`: object or member, with its version), never by an
+open file handle: when the kernel opens and closes files by itself (no OPEN reaches the
+daemon), the inode is all a READ carries. Two kinds of files:
+
+- Small ones (up to `max_object`, batched): whole, from the cache, filled by GetBatch
+  requests that the planner predicts and the batcher coalesces. A member of a small
+  compressed shard comes from streaming the shard once (when what it inflates to fits a
+  share of the budget; past that, members are fetched alone, never a 200 MiB inflation for
+  a 6-byte member).
+- Large ones: in windows of ranged GETs (members: one-item GetBatch ranges, since the server
+  refuses Range with archpath), kept per file in a few sequential streams, so several
+  readers at different offsets (8 workers on one file) each keep their own window. A window
+  starts small and doubles while reads stay sequential (Parquet footers, zip directories and
+  HDF5 do not fetch far more than they read); a seek starts a new stream; a sequential
+  reader gets its next window fetched in the background. Windows count against the byte
+  budget (read-ahead only from free budget); with no room, a read fetches just its own
+  bytes. Nothing says a reader has left, so streams unused for `idle` seconds are dropped
+  and their reservations released.
+
+Every fetch checks the object is still the one listed (size, version, checksum), so no read
+mixes bytes of two versions. After a failed fetch the kernel retries the same page at once
+(read-ahead, then a synchronous read): that retry gets the same error for a moment instead
+of waiting out a second deadline, unless another fetch has succeeded since (the cluster is
+back).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
-from aisbatchfs.ais import BucketRef, ObjectNotFound, ProtocolError
-from aisbatchfs.ais.aio import AsyncAis
-from aisbatchfs.fs.batcher import Batcher, item_key
-from aisbatchfs.fs.cache import ReadCache
-from aisbatchfs.fs.namespace import Entry, Kind
+from aisbatchfs.ais.api import AisApi, Buffer
+from aisbatchfs.ais.errors import AisError, ProtocolError
+from aisbatchfs.ais.models import Item
+from aisbatchfs.fs.batcher import Batcher
+from aisbatchfs.fs.cache import ReadCache, Reservation
+from aisbatchfs.fs.namespace import Entry, Kind, Namespace
 from aisbatchfs.fs.planner import Planner
 
 MiB = 1 << 20
 # reading members of these one by one makes the server decompress from the start each time
 COMPRESSED = (".tgz", ".tar.gz", ".tar.lz4")
-# After a failed fetch the kernel retries the same page at once (readahead, then a synchronous
-# read): answer that retry with the same error instead of waiting out a second deadline.
-FAILURE_MEMORY = 2.0
+# seconds a failed fetch is answered with the same error: the kernel retries at once; a
+# program retrying later, or any fetch succeeding meanwhile, gets a new try
+FAILURE_MEMORY = 1.0
+MAX_STREAMS = 8  # sequential streams kept per large file
+MAX_FILES = 4096  # large files with streams; past it, the least recently read go
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    max_object: int = MiB  # batch_max_object: batched up to this size
+    batch: bool = True  # False: every small file with its own GET (--no-batch)
+    whole_max: int = 4 * MiB  # unbatched files up to this are fetched whole
+    first_window: int = 512 << 10
+    max_window: int = 16 * MiB  # larger buffers come from mmap: page faults on each one
+    idle: float = 10.0  # seconds a stream of a large file lives without reads
+    shard_share: int = 16  # stream a compressed shard whole if it inflates to <= budget/this
+    read_timeout: float = 30.0
+
+
+@dataclass(eq=False)
+class _Window:
+    start: int
+    data: Buffer
+    reservation: Reservation | None  # None: an over-budget piece of one read
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def drop(self) -> None:
+        if self.reservation is not None:
+            self.reservation.release()
 
 
 @dataclass(eq=False)
 class _Ahead:
+    """The next window of a sequential stream, on its way in the background."""
+
     start: int
-    held: int = 0  # bytes reserved in the budget for it
-    dropped: bool = False  # the handle let go of it before it arrived
+    reservation: Reservation
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | bytearray | None = None
+    window: _Window | None = None
+    dropped: bool = False  # its stream let go of it before it arrived
 
 
 @dataclass(eq=False)
-class ReadHandle:
-    """One open file: what it is (as listed at open) and the bytes fetched for it so far."""
+class _Stream:
+    """One sequential reader of a large file."""
 
-    entry: Entry
-    buf_start: int = 0
-    buf: bytes | bytearray = b""
-    held: int = 0  # bytes of buf reserved in the budget
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    failed: tuple[int, float, Exception] | None = None  # (offset, when, error) of the last failure
-    window: int = 0
-    next_off: int = -1  # where a sequential reader reads next
+    next_off: int
+    used: float
+    size: int = 0  # current window size
+    window: _Window | None = None
     ahead: _Ahead | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.drop()
+            self.window = None
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            if ahead.done.is_set():
+                if ahead.window is not None:
+                    ahead.window.drop()
+            else:
+                ahead.dropped = True  # its fetch releases the reservation when it ends
 
 
-class Reader(Protocol):
-    def open(self, entry: Entry) -> ReadHandle: ...
-
-    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview: ...
-
-    def release(self, handle: ReadHandle) -> None: ...
-
-
-class DirectReader:
-    """One GET (or ranged GET, or one-item GetBatch) per fetch; no cache across handles.
-
-    The windows a handle holds count against the byte budget (`budget`, the read cache's):
-    a window is reserved before it is fetched (read-ahead only from free budget) and given
-    back when the handle moves on or closes. When the budget has no room, a read fetches just
-    the bytes it asked for, so memory outside the budget stays within one FUSE request per
-    read in progress."""
-
-    def __init__(
-        self,
-        ais: AsyncAis,
-        *,
-        read_timeout: float,
-        budget: ReadCache,
-        whole_max: int = 4 * MiB,
-        first_window: int = 512 << 10,
-        max_window: int = 16 * MiB,  # larger buffers come from mmap: page faults on each one
-    ) -> None:
-        self.ais = ais
-        self.timeout = read_timeout
-        self.budget = budget
-        self.whole_max = whole_max
-        self.first_window = first_window
-        self.max_window = max_window
-        self.nursery: trio.Nursery | None = None  # set by the daemon: read-ahead runs there
-        self.dotted: set[tuple[BucketRef, str]] = set()  # archives storing `./name` members
+class Reader:
+    def __init__(self, ns: Namespace, api: AisApi, cache: ReadCache, batcher: Batcher | None,
+                 planner: Planner | None, cfg: ReaderConfig) -> None:
+        self.ns = ns
+        self.api = api
+        self.cache = cache
+        self.batcher = batcher
+        self.planner = planner
+        self.cfg = cfg
         self.counters: Counter[str] = Counter()
+        self._large: OrderedDict[Item, list[_Stream]] = OrderedDict()
+        self._failed: dict[tuple[Item, int], tuple[float, int, Exception]] = {}
+        self._streamed: OrderedDict[Item, None] = OrderedDict()  # shards read whole once
+        self._nursery: trio.Nursery | None = None
 
-    def open(self, entry: Entry) -> ReadHandle:
-        return ReadHandle(entry)
+    async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Read-ahead fetches and the sweep of idle streams live here, for the mount's
+        lifetime."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(self.cfg.idle / 2)
+                self.sweep()
 
-    def release(self, handle: ReadHandle) -> None:
-        self._hold(handle, b"", 0, 0)
-        self._drop_ahead(handle)
+    def batched(self, item: Item) -> bool:
+        return (self.batcher is not None and self.cfg.batch
+                and 0 < item.size <= self.cfg.max_object and self.cache.cacheable(item.size))
 
-    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview:
-        total = handle.entry.size
-        if offset >= total or size <= 0:
+    def accessed(self, entry: Entry) -> None:
+        """A file is being read (opened, or its first read arrived): fetch what comes next.
+        Members of a compressed shard are predicted by streaming the shard instead."""
+        item = self.ns.item(entry)
+        if self.planner is None or self.batcher is None or not self.batched(item):
+            return
+        if _compressed_member(item) and self.archive_streamable(entry):
+            return
+        ahead = [self.ns.item(e) for e in self.planner.accessed(entry)]
+        if ahead:
+            self.batcher.prefetch(ahead)
+
+    async def read(self, entry: Entry, offset: int, size: int) -> Buffer | memoryview:
+        item = self.ns.item(entry)
+        if offset >= item.size or size <= 0:
             return b""
-        end = min(offset + size, total)
+        batched = self.batched(item)
+        key = (item, 0 if batched else offset)
+        failed = self._failed.get(key)
+        if failed is not None:
+            when, progress, error = failed
+            if trio.current_time() - when < FAILURE_MEMORY and progress == self._progress():
+                raise error
+            del self._failed[key]
+        try:
+            if batched:
+                data = await self._small(entry, item)
+                if offset == 0 and size >= len(data):
+                    return data  # the usual case: a small file in one read
+                return memoryview(data)[offset:offset + size]
+            return await self._ranged(item, offset, size)
+        except AisError as e:
+            if len(self._failed) > 10_000:
+                self._failed.clear()
+            self._failed[key] = (trio.current_time(), self._progress(), e)
+            raise
+
+    def _progress(self) -> int:
+        """Grows with every fetch that succeeds: a failure remembered before the last success
+        is not repeated (the cluster is back)."""
+        fetched = self.batcher.counters["bytes"] if self.batcher is not None else 0
+        return fetched + self.counters["ranged_fetches"]
+
+    # -- small files -----------------------------------------------------------------------------
+
+    async def _small(self, entry: Entry, item: Item) -> Buffer:
+        assert self.batcher is not None
+        data = self.cache.get(item)
+        if data is None and _compressed_member(item) and self.archive_streamable(entry):
+            await self._stream_shard(entry, item)
+            data = self.cache.get(item)
+        if data is not None:
+            self.batcher.kick()  # an unread item became read: prefetch may have room now
+            return data
+        return await self.batcher.get(item)
+
+    def archive_streamable(self, member: Entry) -> bool:
+        """Is the shard holding this member small enough to read whole: what it inflates to
+        (from the archive listing's sizes) within a share of the budget?"""
+        members = self.ns.archive_members(member)
+        return bool(members) and (sum(m.size for m in members)
+                                  <= self.cache.budget // self.cfg.shard_share)
+
+    async def _stream_shard(self, entry: Entry, item: Item) -> None:
+        """A member of a small compressed shard: read the shard whole once, so its other
+        members are in the cache when the reader gets to them."""
+        assert self.batcher is not None
+        archive = self.ns.archive_item(entry)
+        if archive in self._streamed:
+            return
+        self._streamed[archive] = None
+        while len(self._streamed) > 4096:
+            self._streamed.popitem(last=False)
+        members = [self.ns.item(m) for m in self.ns.archive_members(entry)]
+        await self.batcher.stream_shard(archive, members, item)
+
+    # -- large files -----------------------------------------------------------------------------
+
+    def _streams(self, item: Item) -> list[_Stream]:
+        streams = self._large.get(item)
+        if streams is None:
+            streams = self._large[item] = []
+            while len(self._large) > MAX_FILES:
+                _, gone = self._large.popitem(last=False)
+                for st in gone:
+                    st.close()
+        self._large.move_to_end(item)
+        return streams
+
+    def _stream_for(self, item: Item, offset: int) -> _Stream:
+        """The stream this read continues (its window holds `offset`, or it reads on from
+        where it stopped), or a new one."""
+        streams = self._streams(item)
+        now = trio.current_time()
+        for st in streams:
+            w = st.window
+            if (w is not None and w.start <= offset < w.end) or st.next_off == offset or (
+                    st.ahead is not None and st.ahead.start == offset):
+                st.used = now
+                return st
+        if len(streams) >= MAX_STREAMS:
+            oldest = min(streams, key=lambda s: s.used)
+            oldest.close()
+            streams.remove(oldest)
+        st = _Stream(next_off=-1, used=now)
+        streams.append(st)
+        return st
+
+    async def _ranged(self, item: Item, offset: int, size: int) -> Buffer | memoryview:
+        end = min(offset + size, item.size)
+        st = self._stream_for(item, offset)
         pieces = []
-        async with handle.lock:  # concurrent reads of one handle share one fetch
+        async with st.lock:  # concurrent reads of one stream share one fetch
             # A read may span windows (the kernel asks up to its read-ahead size, which can
             # exceed the first window): the reply must cover all of it, since FUSE takes a
             # short reply for the end of the file.
             pos = offset
             while pos < end:
-                if not handle.buf_start <= pos < handle.buf_start + len(handle.buf):
-                    await self._refill(handle, pos, end, total)
-                    if not handle.buf_start <= pos < handle.buf_start + len(handle.buf):
+                w = st.window
+                if w is None or not w.start <= pos < w.end:
+                    w = await self._refill(item, st, pos, end)
+                    if not w.start <= pos < w.end:
                         raise ProtocolError(f"a fetch at offset {pos} returned no bytes there",
-                                            what=f"read {handle.entry.path}")
-                # a view, not a copy: pyfuse3 replies from any buffer
-                piece = memoryview(handle.buf)[pos - handle.buf_start : end - handle.buf_start]
+                                            what=f"read {item}")
+                piece = memoryview(w.data)[pos - w.start:end - w.start]  # a view, not a copy
                 pieces.append(piece)
                 pos += len(piece)
-                handle.next_off = pos
-            self._read_ahead(handle, end, total)
+                st.next_off = pos
+            if end == item.size and item.size <= self.cfg.whole_max:
+                self._drop_stream(item, st)  # read to its end: the kernel has the pages now
+            else:
+                self._read_ahead(item, st, end)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    # -- the byte budget ---------------------------------------------------------------------------
+    def _drop_stream(self, item: Item, st: _Stream) -> None:
+        st.close()
+        streams = self._large.get(item)
+        if streams is not None and st in streams:
+            streams.remove(st)
+            if not streams:
+                del self._large[item]
 
-    def _unreserve(self, n: int) -> None:
-        if n:
-            self.budget.unreserve(n)
-
-    def _hold(self, handle: ReadHandle, buf: bytes | bytearray, start: int, held: int) -> None:
-        """Make `buf` the handle's window, giving back what the previous one held."""
-        self._unreserve(handle.held)
-        handle.buf, handle.buf_start, handle.held = buf, start, held
-
-    def _drop_ahead(self, handle: ReadHandle) -> None:
-        ahead, handle.ahead = handle.ahead, None
-        if ahead is None:
-            return
-        if ahead.done.is_set():
-            self._unreserve(ahead.held)
-            ahead.held, ahead.data = 0, None
-        else:
-            ahead.dropped = True  # its fetch gives the reservation back when it ends
-
-    # -- fetching ----------------------------------------------------------------------------------
-
-    async def _refill(self, handle: ReadHandle, offset: int, end: int, total: int) -> None:
+    async def _refill(self, item: Item, st: _Stream, offset: int, end: int) -> _Window:
         """Fetch the window holding `offset` (the read wants bytes up to `end`)."""
-        if total <= self.whole_max:
+        total = item.size
+        if total <= self.cfg.whole_max:
             start, length = 0, total
         else:
-            sequential = offset == handle.next_off
-            handle.window = (min(max(handle.window * 2, self.first_window), self.max_window)
-                             if sequential else self.first_window)
-            start, length = offset, min(handle.window, total - offset)
-        ahead = handle.ahead
+            sequential = offset == st.next_off
+            st.size = (min(max(st.size * 2, self.cfg.first_window), self.cfg.max_window)
+                       if sequential else self.cfg.first_window)
+            start, length = offset, min(st.size, total - offset)
+        ahead = st.ahead
         if ahead is not None and ahead.start == start:
             await ahead.done.wait()
-            if ahead.data is not None and len(ahead.data) >= min(length, total - start):
-                handle.ahead = None
-                self._hold(handle, ahead.data, start, ahead.held)
-                return
-        self._drop_ahead(handle)
-        failed = handle.failed
-        if failed and failed[0] == start and trio.current_time() - failed[1] < FAILURE_MEMORY:
-            raise failed[2]
-        self._hold(handle, b"", 0, 0)
-        held = length if self.budget.reserve(length, demanded=True) else 0
-        if not held:  # no room: just this read's bytes, outside the budget
+            st.ahead = None
+            if ahead.window is not None and ahead.window.end >= min(start + length, total):
+                self._hold(st, ahead.window)
+                return ahead.window
+            if ahead.window is not None:
+                ahead.window.drop()
+        elif ahead is not None:
+            st.ahead = None
+            ahead.dropped = True
+        self._hold(st, None)
+        r = self.cache.reserve(length, demanded=True, kind="window")
+        if r is None:  # no room: just this read's bytes, outside the budget
             self.counters["over_budget_reads"] += 1
             start, length = offset, end - offset
         try:
-            buf = await self.fetch(handle.entry, start, length)
-        except Exception as e:
-            self._unreserve(held)
-            handle.failed = (start, trio.current_time(), e)
+            data = await self.api.get(item, start, length, timeout=self.cfg.read_timeout)
+        except BaseException:
+            if r is not None:
+                r.release()
             raise
-        handle.failed = None
-        self._hold(handle, buf, start, held)
+        self.counters["ranged_fetches"] += 1
+        window = _Window(start, data, r)
+        self._hold(st, window)
+        return window
 
-    def _read_ahead(self, handle: ReadHandle, pos: int, total: int) -> None:
+    def _hold(self, st: _Stream, window: _Window | None) -> None:
+        if st.window is not None and st.window is not window:
+            st.window.drop()
+        st.window = window
+
+    def _read_ahead(self, item: Item, st: _Stream, pos: int) -> None:
         """A sequential reader past half its window: fetch the next window now, if the budget
         has room for it."""
-        end = handle.buf_start + len(handle.buf)
-        if (self.nursery is None or total <= self.whole_max or end >= total
-                or handle.ahead is not None or handle.window < 2 * self.first_window
-                or pos < handle.buf_start + len(handle.buf) // 2):
+        w, total = st.window, item.size
+        if (self._nursery is None or w is None or total <= self.cfg.whole_max
+                or w.end >= total or st.ahead is not None
+                or st.size < 2 * self.cfg.first_window or pos < w.start + len(w.data) // 2):
             return
-        length = min(min(handle.window * 2, self.max_window), total - end)
-        if not self.budget.reserve(length, demanded=False):
+        start = w.end
+        length = min(min(st.size * 2, self.cfg.max_window), total - start)
+        r = self.cache.reserve(length, demanded=False, kind="window")
+        if r is None:
             self.counters["read_ahead_skipped"] += 1
             return
-        ahead = handle.ahead = _Ahead(end, held=length)
+        ahead = st.ahead = _Ahead(start, r)
         self.counters["read_ahead"] += 1
+        self._nursery.start_soon(self._fetch_ahead, item, ahead, length)
 
-        async def fetch() -> None:
-            try:
-                ahead.data = await self.fetch(handle.entry, end, length)
-            except Exception:  # noqa: BLE001 - the reader refetches and reports it then
-                ahead.data = None
-            finally:
-                if ahead.data is None or ahead.dropped:
-                    self._unreserve(ahead.held)
-                    ahead.held, ahead.data = 0, None
-                ahead.done.set()
+    async def _fetch_ahead(self, item: Item, ahead: _Ahead, length: int) -> None:
+        try:
+            data = await self.api.get(item, ahead.start, length, timeout=self.cfg.read_timeout)
+            ahead.window = _Window(ahead.start, data, ahead.reservation)
+        except AisError:
+            pass  # the reader fetches the window itself, and reports a failure then
+        finally:
+            if ahead.window is None or ahead.dropped:
+                ahead.reservation.release()
+                ahead.window = None
+            ahead.done.set()
 
-        self.nursery.start_soon(fetch)
+    def sweep(self) -> None:
+        """Drop the streams of large files nobody read for `idle` seconds."""
+        cutoff = trio.current_time() - self.cfg.idle
+        for item in list(self._large):
+            streams = self._large[item]
+            for st in [s for s in streams if s.used < cutoff and not s.lock.locked()]:
+                st.close()
+                streams.remove(st)
+                self.counters["idle_streams_dropped"] += 1
+            if not streams:
+                del self._large[item]
 
-    async def fetch(self, e: Entry, start: int = 0, length: int | None = None,
-                    timeout: float | None = None) -> bytes | bytearray:
-        """Bytes [start, start+length) of an object or member (all of it by default), within
-        `timeout` seconds (default: the read deadline)."""
-        client = self.ais.client
-        assert e.bucket is not None
-        timeout = self.timeout if timeout is None else timeout
-        length = e.size - start if length is None else length
-        whole = start == 0 and length == e.size
-        if e.kind is Kind.FILE:
-            return await self.ais.data(
-                client.get, e.bucket, e.path,
-                start=start, length=None if whole else length,
-                expected_size=e.size, expected_version=e.version or None, timeout=timeout,
-            )
-        assert e.kind is Kind.MEMBER
-        key = (e.bucket, e.path)
-        if key not in self.dotted:
-            try:
-                if whole:
-                    return await self.ais.data(client.get, e.bucket, e.path, archpath=e.member,
-                                               expected_size=e.size, timeout=timeout)
-                return await self.ais.data(client.get_member_range, e.bucket, e.path, e.member,
-                                           start, length, timeout=timeout)
-            except ObjectNotFound:
-                pass
-        # the member is stored as `./name`: only an archregx request (or, for a zip, opening
-        # it here) reaches it, and it returns the whole member
-        data = await self.ais.data(client.get_dotted_member, e.bucket, e.path, e.member,
-                                   expected_size=e.size, timeout=timeout)
-        self.dotted.add(key)
-        return data[start : start + length]
+    def forget(self, entry: Entry) -> None:
+        """Nobody reads this file any more (its last handle closed, or the kernel forgot it)."""
+        if entry.kind in (Kind.FILE, Kind.MEMBER):
+            for st in self._large.pop(self.ns.item(entry), []):
+                st.close()
+
+    def stats(self) -> dict:
+        return dict(self.counters, large_files=len(self._large),
+                    streams=sum(len(s) for s in self._large.values()))
 
 
-class BatchedReader:
-    """Small objects and members through the cache and GetBatch; the rest the direct way."""
-
-    def __init__(self, direct: DirectReader, cache: ReadCache, batcher: Batcher,
-                 planner: Planner | None, *, max_object: int) -> None:
-        self.direct = direct
-        self.cache = cache
-        self.batcher = batcher
-        self.planner = planner
-        self.max_object = max_object
-        self._streamed: dict[tuple, bool] = {}  # compressed shards already streamed once
-        self.shard_members: Callable[[Entry], list[Entry]] = lambda e: []
-
-    def batchable(self, e: Entry) -> bool:
-        return (e.kind in (Kind.FILE, Kind.MEMBER) and 0 < e.size <= self.max_object
-                and self.cache.cacheable(e.size) and (e.bucket, e.path) not in self.direct.dotted)
-
-    def open(self, entry: Entry) -> ReadHandle:
-        # An open is what predicts the next files (a read may never come here: the kernel
-        # serves it from pages stored ahead). Members of a compressed shard are predicted by
-        # streaming the shard, on their first read.
-        if self.batchable(entry) and not _compressed_member(entry):
-            self._predict(entry)
-        return ReadHandle(entry)
-
-    def release(self, handle: ReadHandle) -> None:
-        self.direct.release(handle)
-
-    def _predict(self, e: Entry) -> None:
-        assert self.planner is not None
-        ahead = self.planner.accessed(e)
-        if ahead:
-            self.batcher.prefetch(ahead)
-
-    async def read(self, handle: ReadHandle, offset: int, size: int) -> bytes | memoryview:
-        e = handle.entry
-        if not self.batchable(e):
-            return await self.direct.read(handle, offset, size)
-        if offset >= e.size or size <= 0:
-            return b""
-        data = handle.buf
-        if not data:
-            async with handle.lock:
-                if not handle.buf:
-                    failed = handle.failed
-                    if failed and trio.current_time() - failed[1] < FAILURE_MEMORY:
-                        raise failed[2]
-                    try:
-                        handle.buf = await self._obtain(e)
-                    except Exception as exc:
-                        handle.failed = (0, trio.current_time(), exc)
-                        raise
-            data = handle.buf
-        if offset == 0 and size >= len(data):
-            return data  # the usual case: a small file in one read
-        return memoryview(data)[offset : offset + size]
-
-    async def _obtain(self, e: Entry) -> bytes | bytearray:
-        data = self.cache.get(item_key(e))
-        if data is None and _compressed_member(e):
-            shard = (e.bucket, e.path, e.version)
-            if shard not in self._streamed:
-                self._streamed[shard] = True
-                while len(self._streamed) > 4096:
-                    self._streamed.pop(next(iter(self._streamed)))
-                members = self.shard_members(e)
-                if sum(m.size for m in members) <= self.cache.budget // 4:
-                    await self.batcher.stream_shard(members, e)
-                    data = self.cache.get(item_key(e))
-            if data is None:
-                self._predict(e)  # too large to stream whole: its members come by batch
-        if data is not None:
-            self.batcher.kick()  # an unread item became read: prefetch may have room now
-            return data
-        return await self.batcher.get(e)
-
-
-def _compressed_member(e: Entry) -> bool:
-    return e.kind is Kind.MEMBER and e.path.lower().endswith(COMPRESSED)
+def _compressed_member(item: Item) -> bool:
+    return bool(item.member) and item.obj.lower().endswith(COMPRESSED)

@@ -7,35 +7,56 @@ import random
 import pytest
 
 from aisbatchfs.ais import BucketRef
-from aisbatchfs.fs.cache import ItemKey, ReadCache
+from aisbatchfs.ais.models import Item
+from aisbatchfs.fs.cache import ReadCache
 
 B = BucketRef("b")
 
 
-def key(i: int, size: int = 100) -> ItemKey:
-    return ItemKey(B, f"o{i}", "", size, "1", "")
+def key(i: int, size: int = 100) -> Item:
+    return Item(B, f"o{i}", "", size, "1", "")
 
 
 def put(cache: ReadCache, i: int, size: int = 100, demanded: bool = False) -> bool:
-    if not cache.reserve(size, demanded=demanded):
+    r = cache.reserve(size, demanded=demanded)
+    if r is None:
         return False
-    cache.fill(key(i, size), b"x" * size, size)
+    cache.fill(key(i, size), b"x" * size, r)
     return True
 
 
 def test_budget_counts_cached_and_reserved_bytes_together():
-    c = ReadCache(1000, demand_lane=200)
-    assert c.reserve(500, demanded=False)
-    assert c.reserve(300, demanded=False)
-    assert not c.reserve(1, demanded=False)  # the last 200 bytes are the demand lane
-    assert c.reserve(200, demanded=True)
-    assert c.used == 1000 and not c.reserve(1, demanded=True)
-    c.unreserve(500)
+    c = ReadCache(1000, demand_lane=200, max_item=100)
+    a = c.reserve(500, demanded=False)
+    assert a is not None and c.reserve(300, demanded=False) is not None
+    assert c.reserve(1, demanded=False) is None  # the last 200 bytes are the demand lane
+    assert c.reserve(200, demanded=True) is not None
+    assert c.used == 1000 and c.reserve(1, demanded=True) is None
+    a.release()
     assert c.used == 500
 
 
+def test_a_reservation_is_given_back_once_by_its_owner():
+    c = ReadCache(1000, demand_lane=0, max_item=100)
+    with c.reserve(600, demanded=True, kind="window") as r:
+        assert r.held and c.reserved == 600 and c.stats()["reserved_window"] == 600
+    assert not r.held and c.reserved == 0
+    r.release()  # again: nothing more is given back
+    assert c.reserved == 0
+    r = c.reserve(100, demanded=True)
+    c.fill(key(1), b"x" * 100, r)  # the reservation became cached bytes
+    assert not r.held and c.reserved == 0 and c.cached == 100
+
+
+def test_an_item_larger_than_its_reservation_is_not_kept():
+    c = ReadCache(1000, demand_lane=0, max_item=100)
+    r = c.reserve(50, demanded=True)
+    c.fill(key(1), b"x" * 100, r)
+    assert key(1) not in c and c.used == 0
+
+
 def test_prefetch_never_evicts_unread_items_but_a_demand_may():
-    c = ReadCache(1000, demand_lane=200)
+    c = ReadCache(1000, demand_lane=200, max_item=100)
     for i in range(8):
         assert put(c, i)
     assert not put(c, 99)  # only unread items are cached: prefetch waits
@@ -46,7 +67,7 @@ def test_prefetch_never_evicts_unread_items_but_a_demand_may():
 
 
 def test_items_already_read_go_before_unread_ones():
-    c = ReadCache(1000, demand_lane=0)
+    c = ReadCache(1000, demand_lane=0, max_item=100)
     for i in range(10):
         put(c, i)
     for i in range(5):
@@ -60,7 +81,7 @@ def test_items_already_read_go_before_unread_ones():
 def test_oversized_items_are_not_cached():
     c = ReadCache(1600)
     assert not c.cacheable(101) and c.cacheable(100)
-    assert not c.reserve(2000, demanded=True)
+    assert c.reserve(2000, demanded=True) is None
 
 
 def test_a_second_epoch_larger_than_the_cache_still_hits():
@@ -84,13 +105,14 @@ def test_invariant_holds_under_a_random_workload():
         op = rng.random()
         size = rng.randint(1, 400)
         if op < 0.4:
-            if c.reserve(size, demanded=rng.random() < 0.3):
-                reserved.append(size)
+            r = c.reserve(size, demanded=rng.random() < 0.3)
+            if r is not None:
+                reserved.append(r)
         elif op < 0.7 and reserved:
-            n = reserved.pop(rng.randrange(len(reserved)))
-            c.fill(key(rng.randint(0, 300), n), b"y" * n, n)
+            r = reserved.pop(rng.randrange(len(reserved)))
+            c.fill(key(rng.randint(0, 300), r.nbytes), b"y" * r.nbytes, r)
         elif op < 0.8 and reserved:
-            c.unreserve(reserved.pop())
+            reserved.pop().release()
         else:
             c.get(key(rng.randint(0, 300)))
         assert c.used <= c.budget
