@@ -75,10 +75,19 @@ class _Call:
 
     def expire(self, why: str) -> None:
         with self._lock:
+            if self.done:
+                return  # its connection may serve another call by now: never touch it
             self.expired = True
             self.why = why
             if self._conn is not None:
                 _shutdown(self._conn)
+
+    def finish(self) -> None:
+        """The call is over: from now on its deadline, an abort or the watchdog must leave
+        the connection alone (the pool hands it to the next call)."""
+        with self._lock:
+            self.done = True
+            self._conn = None
 
 
 def _shutdown(conn: HTTPConnection) -> None:
@@ -230,6 +239,7 @@ class Stream:
                 if not chunk:
                     if self._call.expired:
                         raise DeadlineExceeded(f"{self._call.why} while reading", what=self._what)
+                    self._call.finish()  # before urllib3 may hand the connection on
                     return
                 self._call.got_first_byte = True
                 self.bytes_read += len(chunk)
@@ -269,11 +279,12 @@ class Stream:
         finally:
             _current.call = None
         if hr.isclosed():  # http.client read it all: the connection can serve another request
+            self._call.finish()
             self.response.raw.release_conn()
         return buf
 
     def close(self) -> None:
-        self._call.done = True
+        self._call.finish()
         self.response.close()
 
     def __enter__(self) -> Stream:
@@ -444,7 +455,7 @@ class Transport:
                     hooks={"response": self._count},
                 )
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-                call.done = True
+                call.finish()
                 err = self._map_exception(e, call, what)
             else:
                 if resp.status_code in ok:
@@ -454,8 +465,8 @@ class Transport:
                 except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                     err_body = f"(error body unreadable: {e})".encode()
                 finally:
+                    call.finish()
                     resp.close()
-                    call.done = True
                 err = error_from_response(resp.status_code, err_body, resp.headers, what)
             finally:
                 _current.call = None

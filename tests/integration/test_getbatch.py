@@ -6,6 +6,8 @@ API for the tutorial walk-through).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from aistore.sdk import Client
 
@@ -156,3 +158,27 @@ def test_missing_bucket_is_a_typed_error(tutorial):
     client, _, _ = tutorial
     with pytest.raises(BucketNotFound):
         list(client.batch(bucket=BucketRef("no-such-bucket-y")).add("x").get())
+
+
+def test_aborting_a_finished_batch_leaves_its_pooled_connection_to_the_next_call(cluster,
+                                                                                make_bucket):
+    """abort() of a batch that already ended must not touch the connection it used: the pool
+    has handed it to the next call by then (it once cut that call's reply mid-stream)."""
+    b = make_bucket(cluster)
+    blobs = {f"o{i:03d}": os.urandom(64 << 10) for i in range(64)}
+    for name, data in blobs.items():
+        b.object(name).get_writer().put_content(data)
+    client = AisClient.from_env(cluster.endpoint, pool_size=1)  # one connection per pool
+    first = client.batch(bucket=BucketRef(b.name))
+    for name in blobs:
+        first.add(name)
+    assert [d for _, d in first.get()] == list(blobs.values())
+    second = client.batch(bucket=BucketRef(b.name))
+    for name in blobs:
+        second.add(name)
+    got = []
+    for _, data in second.get():
+        if not got:
+            first.abort()  # the finished batch's consumer leaves late
+        got.append(data)
+    assert got == list(blobs.values())
