@@ -21,7 +21,7 @@ import sys
 
 from aisbatchfs import __version__, options
 
-COMMANDS = ("mount", "umount", "stats", "status", "warm")
+COMMANDS = ("mount", "umount", "stats", "status", "warm", "prefetch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="the raw JSON")
     ss = sub.add_parser("status", help="every aisbatchfs mount at a glance")
     ss.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
+    pf = sub.add_parser("prefetch", help="tell a mount the order files will be read in")
+    pf.add_argument("mountpoint", metavar="MOUNTPOINT")
+    pf.add_argument("--from", dest="from_file", metavar="FILE", default="-",
+                    help="paths, one per line, relative to the mount root or absolute inside "
+                         "it (default: standard input)")
     w = sub.add_parser("warm", help="fetch a tree or a list of files into a mount's cache")
     w.add_argument("paths", nargs="*", metavar="PATH")
     w.add_argument("--from", dest="from_file", metavar="FILE", help="a file listing paths")
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stats(args.mountpoint, args.json)
     if args.command == "status":
         return _status(args.mountpoint)
+    if args.command == "prefetch":
+        return _prefetch(args.mountpoint, args.from_file)
     if args.command == "warm":
         from aisbatchfs.warm import warm
 
@@ -136,7 +143,8 @@ def _stats(mountpoint: str, as_json: bool) -> int:
         print(text, end="")
         return 0
     print(f"aisbatchfs {doc.get('version')} (pid {doc.get('pid')}) at {mountpoint}")
-    for section in ("client", "batch", "cache", "pages", "direct", "hints", "namespace", "fs"):
+    for section in ("client", "batch", "cache", "pages", "direct", "hints", "namespace", "fs",
+                    "fuse", "control"):
         values = doc.get(section)
         if not values:
             continue
@@ -181,6 +189,19 @@ def _status(only: str | None) -> int:
         pages = doc.get("pages", {}).get("page_stores", 0)
         print(f"{mountpoint:30} {source:40} {doc.get('pid', '?'):>7} {use:>17} {hits:>5} "
               f"{pages:>9,} {doc['client'].get('http_requests', 0):>9,} {errors:>6}")
+    return 0
+
+
+def _prefetch(mountpoint: str, source: str) -> int:
+    from aisbatchfs import control
+
+    try:
+        with (sys.stdin if source == "-" else open(source)) as f:
+            n = control.prefetch(mountpoint, (line.rstrip("\n") for line in f if line.strip()))
+    except OSError as e:
+        print(f"aisbatchfs prefetch: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"{n} paths queued")
     return 0
 
 

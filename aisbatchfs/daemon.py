@@ -35,15 +35,21 @@ from aisbatchfs.ais import (
 from aisbatchfs.ais.aio import ThreadedAis
 from aisbatchfs.fs.batcher import Batcher, BatcherConfig
 from aisbatchfs.fs.cache import ReadCache
+from aisbatchfs.fs.clustermap import ClusterWatch
 from aisbatchfs.fs.hints import Hints
 from aisbatchfs.fs.namespace import Entry, Kind, Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
-from aisbatchfs.fs.pagecache import PagePusher
+from aisbatchfs.fs.control import ControlServer, socket_path_for
+from aisbatchfs.fs.pagecache import KernelCache
 from aisbatchfs.fs.planner import Planner
 from aisbatchfs.fs.reader import Reader, ReaderConfig
 from aisbatchfs.options import MountSettings
 
 log = logging.getLogger("aisbatchfs")
+
+# the project's pyfuse3 patch (patches/): READ carries the inode, opendir takes a FileInfo
+PATCHED_PYFUSE3 = (getattr(pyfuse3.Operations, "read_with_inode", None) is False
+                   and hasattr(pyfuse3.FileInfo(), "cache_readdir"))
 
 _SCHEMES = {"ais": "ais", "s3": "aws", "aws": "aws", "gs": "gcp", "gcp": "gcp", "az": "azure",
             "azure": "azure", "oc": "oci", "oci": "oci", "ht": "ht"}
@@ -139,7 +145,11 @@ def check_mountpoint(mountpoint: str) -> str:
 
 
 def fuse_options(settings: MountSettings, target: Target) -> set[str]:
-    opts = set(settings.fuse_options)
+    """What the kernel mount gets: read-only (write-type calls fail with EROFS in the kernel,
+    O_TRUNC opens included), and the owner and modes shown enforced unless opted out."""
+    opts = set(settings.fuse_options) | {"ro"}
+    if settings.check_permissions:
+        opts.add("default_permissions")
     if not any(o.startswith("fsname=") for o in opts):
         opts.add(f"fsname={target.fsname}")
     if not any(o.startswith("subtype=") for o in opts):
@@ -169,9 +179,12 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         raise MountError(f"bucket {target.bucket} does not exist ({e.message})") from None
     except AisError as e:
         raise MountError(f"cannot reach {target.endpoint}: {_cause(e)}") from None
+    cluster = ClusterWatch(ais)
+    await cluster.degraded()  # learn how many storage targets make the cluster whole
     ns = Namespace(ais, bucket=target.bucket, prefix=target.prefix, archives=settings.archives,
                    archive_suffix=settings.archive_suffix, ttl=settings.metadata_ttl,
-                   negative_ttl=settings.negative_ttl, metadata_timeout=settings.metadata_timeout)
+                   negative_ttl=settings.negative_ttl, metadata_timeout=settings.metadata_timeout,
+                   cluster=cluster)
     # one byte budget for cached items, batches in flight and the windows of large reads
     budget = settings.cache_size or default_cache_size()
     cache = ReadCache(budget)
@@ -180,12 +193,17 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
 
     def batchable(e: Entry) -> bool:
         return (e.kind in (Kind.FILE, Kind.MEMBER) and 0 < e.size <= reader_cfg.max_object
-                and cache.cacheable(e.size))
+                and cache.cacheable(e.size) and not ais.needs_own_read(ns.item(e)))
 
-    sections: dict = {"cache": cache.stats}
-    batcher = hints = pusher = planner = None
+    kernel_open = settings.kernel_open and PATCHED_PYFUSE3
+    if settings.kernel_open and not PATCHED_PYFUSE3:
+        log.warning("pyfuse3 %s is not built with this project's patch (patches/, applied by "
+                    "scripts/bootstrap): every open and close will reach the daemon",
+                    pyfuse3.__version__)
+    kernel = KernelCache(ns, cache, kernel_open=kernel_open, push=settings.push_pages)
+    sections: dict = {"cache": cache.stats, "pages": kernel.stats, "cluster": cluster.stats}
+    batcher = hints = planner = None
     if settings.batch:
-        pusher = PagePusher(ns, on_stored=cache.mark_read) if settings.push_pages else None
         batcher = Batcher(
             ais, cache,
             BatcherConfig(max_items=settings.batch_max_items, max_bytes=settings.batch_max_bytes,
@@ -193,20 +211,25 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                           coalesce=settings.coalesce_ms / 1000,
                           first_byte_timeout=settings.first_byte_timeout,
                           read_timeout=settings.read_timeout),
-            on_arrival=pusher.offer if pusher is not None else lambda item, data: None)
+            on_arrival=kernel.offer, cluster=cluster)
         planner = Planner(ns, batchable, max_items=settings.batch_max_items,
                           max_bytes=settings.batch_max_bytes)
         hints = Hints(ns, batcher, batchable)
         sections.update(batch=batcher.stats, hints=hints.stats)
-        if pusher is not None:
-            sections["pages"] = pusher.stats
         log.info("read cache: %d MiB (batched reads of objects up to %d KiB)",
                  budget >> 20, settings.batch_max_object >> 10)
     else:
         log.info("batching off: one GET per file; %d MiB for the windows of reads",
                  budget >> 20)
-    reader = Reader(ns, ais, cache, batcher, planner, reader_cfg)
+    reader = Reader(ns, ais, cache, batcher, planner, reader_cfg, kernel)
     sections["direct"] = reader.stats
+    control = ControlServer(socket_path_for(mountpoint, os.getuid()),
+                            hints.add if hints else None, lambda: ops.stats())
+    try:
+        control_sock = await control.bind()
+    except OSError as e:
+        raise MountError(f"cannot make the control socket {control.path}: {e}") from None
+    sections["control"] = lambda: dict(control.counters)
     umask = settings.umask
     look = Presentation(
         uid=os.getuid() if settings.uid is None else settings.uid,
@@ -217,8 +240,9 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         negative_ttl=settings.negative_ttl,
     )
     ops: AisOperations = AisOperations(
-        ns, reader, look, stats=lambda: stats_snapshot(ops, ais.counters, **sections),
-        hint=hints.add if hints else None, pusher=pusher)
+        ns, reader, look, lambda: stats_snapshot(ops, ais.counters, **sections), kernel,
+        kernel_open=kernel_open, control_path=control.path,
+        cache_readdir=PATCHED_PYFUSE3)
     if settings.metrics_addr:
         from aisbatchfs import metrics
 
@@ -236,11 +260,11 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(reader.run)
+            await nursery.start(kernel.run)
+            await nursery.start(control.serve, control_sock)
             if batcher is not None and hints is not None:
                 await nursery.start(batcher.run)
                 await nursery.start(hints.run)
-            if pusher is not None:
-                await nursery.start(pusher.run)
             nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
             nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
             nursery.start_soon(_announce_ready, mountpoint, ready, nursery.cancel_scope)
@@ -279,8 +303,9 @@ async def _report_status(ops: AisOperations) -> None:
         cache = s.get("cache", {})
         looked = cache.get("hits", 0) + cache.get("misses", 0)
         hit = f", cache hit rate {cache.get('hits', 0) / looked:.0%}" if looked else ""
-        service.notify(f"STATUS=serving: {s['fs'].get('opens', 0)} opens, "
-                       f"{s['client'].get('http_requests', 0)} requests{hit}")
+        stored = s.get("pages", {}).get("page_stores", 0)
+        service.notify(f"STATUS=serving: {s['fs'].get('reads', 0)} reads, {stored} files "
+                       f"stored ahead, {s['client'].get('http_requests', 0)} requests{hit}")
 
 
 MOUNT_CHECK_TIMEOUT = 3.0

@@ -238,9 +238,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache_size", _cache_size, None, "byte budget of the read cache: cached bytes, bytes "
            "in flight and the windows of large reads together (default: 1/8 of RAM, at most "
            "4GiB)", metavar="SIZE"),
+    Option("kernel_open", _bool, True, "files are opened and closed by the kernel alone: no "
+           "request per open or close reaches the daemon, and a file stored ahead in the page "
+           "cache is read with none at all (needs pyfuse3 built with patches/; without it, or "
+           "off, every open and close reaches the daemon)"),
     Option("push_pages", _bool, True, "store small files that arrive in a batch in the "
-           "kernel's page cache before they are opened (FUSE notify_store), so their reads do "
+           "kernel's page cache before they are read (FUSE notify_store), so their reads do "
            "not reach the daemon"),
+    Option("check_permissions", _bool, True, "the kernel enforces the owner and mode bits "
+           "the mount shows (FUSE default_permissions); off: anyone who can reach the mount "
+           "(allow_other) reads every file"),
     Option("batch_max_object", parse_size, 1 << 20, "objects and members up to this size are "
            "batched; larger ones are read with ranged GETs and read-ahead", metavar="SIZE"),
     Option("batch_max_items", _count, 256, "most items in one GetBatch request"),

@@ -1,7 +1,7 @@
 """`aisbatchfs warm PATH...`: pull a tree (or a list of files) into a mount's cache.
 
-The paths go to the mount's hints file first, so the daemon fetches them in batches, in
-order; then each file is read through the mount, which waits for what is not there yet. A
+The paths go to the mount's control socket first (as hints), so the daemon fetches them in
+batches, in order; then each file is read through the mount, which waits for what is not there yet. A
 progress bar (files, bytes, rate, ETA) is drawn when stderr is a terminal; a summary at the end.
 """
 
@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from aisbatchfs import control
 
 
 def mount_root(path: Path) -> Path | None:
@@ -88,9 +90,8 @@ def warm(paths: list[str], from_file: str | None = None) -> int:
     sizes = [f.stat().st_size for f in files]
     before = json.loads((root / ".aisbatchfs" / "stats").read_text())
     try:
-        with open(root / ".aisbatchfs" / "prefetch", "w") as hints:
-            hints.writelines(f"{f.resolve().relative_to(root)}\n" for f in files)
-    except OSError:
+        control.prefetch(str(root), (str(f.resolve().relative_to(root)) for f in files))
+    except control.ControlError:
         pass  # --no-batch mounts take no hints: reading still warms the page cache
     progress = Progress(len(files), sum(sizes))
     errors = 0

@@ -123,8 +123,24 @@ def make_bucket() -> Iterator[Callable]:
             print(f"could not delete bucket {b.name}: {e}", file=sys.stderr)
 
 
+OPEN_MODES = {"kernel-open": (), "daemon-open": ("-o", "kernel_open=false")}
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """Tests of modules marked `both_open_modes` run once with files opened by the kernel alone
+    (the default) and once with every open reaching the daemon (kernel_open=false)."""
+    if "mounter" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+            "both_open_modes"):
+        metafunc.parametrize("open_mode", list(OPEN_MODES), indirect=True)
+
+
 @pytest.fixture
-def mounter(tmp_path) -> Iterator[Callable]:
+def open_mode(request) -> str:
+    return getattr(request, "param", "kernel-open")
+
+
+@pytest.fixture
+def mounter(tmp_path, open_mode) -> Iterator[Callable]:
     """mounter(source, *args) -> Mount: a real mount, always taken down after the test.
 
     The daemon's log is printed at teardown; pytest shows it when the test failed.
@@ -134,6 +150,7 @@ def mounter(tmp_path) -> Iterator[Callable]:
     made = []
 
     def make(source: str, *args: str, name: str | None = None, env: dict | None = None):
+        args = (*OPEN_MODES[open_mode], *args)
         m = mount(source, tmp_path / (name or f"mnt{len(made)}"), *args, env=env)
         made.append(m)
         return m

@@ -31,6 +31,7 @@ from aisbatchfs.ais.errors import (
 )
 from aisbatchfs.ais.models import (
     ENTRY_IS_DIR,
+    ArchiveListing,
     ArchiveMember,
     BucketProps,
     BucketRef,
@@ -74,6 +75,9 @@ class FakeAis:
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.running: dict[str, int] = defaultdict(int)  # calls under way, by kind
         self.peak: dict[str, int] = defaultdict(int)
+        # a cluster whose map lacks targets: their objects are missing from listings
+        self.active = 1  # storage targets in the map
+        self.hidden: set[str] = set()
 
     # -- setting up ------------------------------------------------------------------------------
 
@@ -129,8 +133,9 @@ class FakeAis:
     # -- the interface ---------------------------------------------------------------------------
 
     async def cluster_map(self) -> ClusterMap:
+        self.calls.append(("smap",))
         await trio.sleep(self.meta_latency)
-        return ClusterMap(1, 1, 1)
+        return ClusterMap(1, self.active, self.active)
 
     async def list_buckets(self, provider: str | None = None) -> list[BucketRef]:
         await trio.sleep(self.meta_latency)
@@ -150,7 +155,7 @@ class FakeAis:
                 raise fault.error
             entries: dict[str, ObjectEntry] = {}
             for (b, name), stored in sorted(self.store.items(), key=lambda kv: kv[0][1]):
-                if b != bucket or not name.startswith(prefix):
+                if b != bucket or not name.startswith(prefix) or name in self.hidden:
                     continue
                 rest = name[len(prefix):]
                 if not recursive and "/" in rest:
@@ -163,12 +168,12 @@ class FakeAis:
         finally:
             self.running["list"] -= 1
 
-    async def list_archive(self, bucket: BucketRef, obj: str) -> list[ArchiveMember]:
+    async def list_archive(self, bucket: BucketRef, obj: str) -> ArchiveListing:
         await trio.sleep(self.meta_latency)
         stored = self.store.get((bucket, obj))
         if stored is None:
             raise ObjectNotFound(f"{obj} does not exist", status=404)
-        return [ArchiveMember(m, len(d)) for m, d in stored.members.items()]
+        return ArchiveListing([ArchiveMember(m, len(d)) for m, d in stored.members.items()])
 
     async def head(self, bucket: BucketRef, obj: str) -> ObjectAttrs:
         fault = await self._enter("head", bucket, obj)
@@ -277,6 +282,9 @@ class FakeAis:
             raise sole(group) from None
         finally:
             self.running[kind] -= 1
+
+    def needs_own_read(self, item: Item) -> bool:
+        return False
 
     def counters(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -25,12 +26,22 @@ import trio
 from aisbatchfs.ais.api import Arrival, Buffer, ShardMember
 from aisbatchfs.ais.batch import Batch, BatchItem
 from aisbatchfs.ais.client import LIST_PROPS, AisClient, ListPage
-from aisbatchfs.ais.errors import AisError, ObjectNotFound, ProtocolError
-from aisbatchfs.ais.models import ArchiveMember, BucketProps, BucketRef, ClusterMap, Item, ObjectAttrs
-from aisbatchfs.ais.shard import read_shard
+from aisbatchfs.ais.archindex import ArchiveIndex
+from aisbatchfs.ais.errors import AisError, ObjectChanged, ObjectNotFound, ProtocolError
+from aisbatchfs.ais.models import (
+    ArchiveListing,
+    ArchiveMember,
+    BucketProps,
+    BucketRef,
+    ClusterMap,
+    Item,
+    ObjectAttrs,
+)
+from aisbatchfs.ais.shard import index_archive, read_archive_range, read_shard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_INDEXES = 256  # archives whose headers are kept indexed
 
 
 class ThreadedAis:
@@ -43,6 +54,8 @@ class ThreadedAis:
         # archives whose members are stored as `./name`: only an archregx request (or, for a
         # zip, opening it here) reaches those, so ask that way at once next time
         self._dotted: set[tuple[BucketRef, str]] = set()
+        # archives whose TAR headers the client read itself (archindex.py)
+        self._indexes: OrderedDict[tuple[BucketRef, str], ArchiveIndex] = OrderedDict()
 
     async def _in_thread(self, limiter: trio.CapacityLimiter, fn: Callable[..., T],
                          *args: Any, **kwargs: Any) -> T:
@@ -67,8 +80,38 @@ class ThreadedAis:
                                      recursive=recursive, token=token, uuid=uuid,
                                      page_size=page_size, props=props)
 
-    async def list_archive(self, bucket: BucketRef, obj: str) -> list[ArchiveMember]:
-        return await self._in_thread(self._meta, self.client.list_archive, bucket, obj)
+    async def list_archive(self, bucket: BucketRef, obj: str) -> ArchiveListing:
+        """The server's listing, or, where it shows signs of members the server reads wrong
+        (a name twice, members of size 0: links?), the client's own index of the headers."""
+        listed = await self._in_thread(self._meta, self.client.list_archive, bucket, obj)
+        names = [m.name for m in listed.members]
+        if listed.problem or (len(set(names)) == len(names)
+                              and all(m.size for m in listed.members)):
+            return listed
+        try:
+            index = await self._index(bucket, obj)
+        except AisError as e:
+            log.warning("%s/%s: cannot read its TAR headers (%s); its duplicates and links "
+                        "read as the server gives them", bucket, obj, e)
+            return listed
+        return ArchiveListing([ArchiveMember(e.name, e.size, e.link) for e in index.files()],
+                              escaped=index.escaped)
+
+    async def _index(self, bucket: BucketRef, obj: str) -> ArchiveIndex:
+        index = await self._in_thread(self._data, index_archive, self.client, bucket, obj)
+        self._indexes[(bucket, obj)] = index
+        while len(self._indexes) > MAX_INDEXES:
+            self._indexes.popitem(last=False)
+        return index
+
+    def needs_own_read(self, item: Item) -> bool:
+        """Members GetBatch would read wrong or not at all: read them with get()."""
+        if not item.member:
+            return False
+        if (item.bucket, item.obj) in self._dotted:
+            return True
+        index = self._indexes.get((item.bucket, item.obj))
+        return index is not None and item.member in index.special
 
     async def head(self, bucket: BucketRef, obj: str) -> ObjectAttrs:
         return await self._in_thread(self._meta, self.client.head, bucket, obj)
@@ -87,6 +130,9 @@ class ThreadedAis:
                 expected_version=item.version or None, expected_checksum=item.checksum or None,
                 timeout=timeout)
         key = (item.bucket, item.obj)
+        index = self._indexes.get(key)
+        if index is not None and item.member in index.special:
+            return await self._read_indexed(item, index, start, length, timeout)
         if key not in self._dotted:
             try:
                 if whole:
@@ -98,10 +144,33 @@ class ThreadedAis:
                                              timeout=timeout)
             except ObjectNotFound:
                 pass
-        data = await self._in_thread(self._data, c.get_dotted_member, item.bucket, item.obj,
-                                     item.member, expected_size=item.size, timeout=timeout)
+        try:
+            data = await self._in_thread(self._data, c.get_dotted_member, item.bucket, item.obj,
+                                         item.member, expected_size=item.size, timeout=timeout)
+        except ObjectNotFound:
+            # listed, yet archpath cannot name it (stored as a/../b, x/./y): read its headers
+            index = await self._index(item.bucket, item.obj)
+            if item.member not in index.entries:
+                raise
+            return await self._read_indexed(item, index, start, length, timeout)
         self._dotted.add(key)
         return data if whole else data[start:start + length]
+
+    async def _read_indexed(self, item: Item, index: ArchiveIndex, start: int, length: int,
+                            timeout: float | None) -> Buffer:
+        """A member read where it lies in the archive, as extraction would give it."""
+        entry = index.entries.get(item.member)
+        if entry is None or entry.kind != "file":
+            raise ObjectNotFound(f"{item.member} is not a file in {item.bucket}/{item.obj}",
+                                 status=404, what=str(item))
+        if entry.size != item.size:
+            raise ObjectChanged(f"size is {entry.size}, listed as {item.size}", what=str(item))
+        length = min(length, entry.size - start)
+        return await self._in_thread(self._data, read_archive_range, self.client, item.bucket,
+                                     item.obj, entry.offset + start, max(length, 0),
+                                     expected_version=item.version or index.version,
+                                     timeout=timeout)
+
 
     @asynccontextmanager
     async def batch(self, items: Sequence[Item], *, timeout: float | None = None,

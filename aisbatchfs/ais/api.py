@@ -19,7 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from aisbatchfs.ais.client import LIST_PROPS, ListPage
-from aisbatchfs.ais.models import ArchiveMember, BucketProps, BucketRef, ClusterMap, Item, ObjectAttrs
+from aisbatchfs.ais.models import ArchiveListing, BucketProps, BucketRef, ClusterMap, Item, ObjectAttrs
 
 Buffer = bytes | bytearray
 # (index in the request, the item's bytes) or (index, None): the server has no such item
@@ -42,7 +42,7 @@ class AisApi(Protocol):
                         token: str = "", uuid: str = "", page_size: int = 0,
                         props: str = LIST_PROPS) -> ListPage: ...
 
-    async def list_archive(self, bucket: BucketRef, obj: str) -> list[ArchiveMember]: ...
+    async def list_archive(self, bucket: BucketRef, obj: str) -> ArchiveListing: ...
 
     async def head(self, bucket: BucketRef, obj: str) -> ObjectAttrs: ...
 
@@ -66,6 +66,11 @@ class AisApi(Protocol):
         this side; `want(name, size)` picks the members to keep (the rest are never
         buffered). Members come only once the whole archive has arrived and matched its
         stored checksum (when Python can compute its type)."""
+        ...
+
+    def needs_own_read(self, item: Item) -> bool:
+        """True for members GetBatch would read wrong or not at all (duplicates, links,
+        names stored in a spelling archpath cannot take): read those with get()."""
         ...
 
     def counters(self) -> dict[str, int]: ...

@@ -22,8 +22,10 @@ from aisbatchfs.ais.errors import ObjectChanged, ObjectNotFound, ProtocolError
 from aisbatchfs.ais.models import (
     LS_ARCH_DIR,
     LS_NO_RECURSION,
+    ENTRY_IS_ARCHIVE,
     SNODE_DECOMM,
     SNODE_MAINT,
+    ArchiveListing,
     ArchiveMember,
     BucketProps,
     BucketRef,
@@ -171,19 +173,29 @@ class AisClient:
 
     def list_archive(
         self, bucket: BucketRef, obj: str, *, timeout: float | None = None
-    ) -> list[ArchiveMember]:
+    ) -> ArchiveListing:
         """Members of an archive object, via the server's archive listing (never a download).
 
         Names are as the server lists them: path-cleaned (`./a` is listed as `a`). The prefix
-        `obj` also matches `obj.bak` and its members, so only `obj/...` entries are kept.
+        `obj` also matches `obj.bak` and its members, so only `obj/...` entries are kept. An
+        object the server cannot open as an archive is listed alone, without the archive flag
+        (and without members): that is reported as the listing's `problem`.
         """
         head = obj + "/"
-        return [
-            ArchiveMember(e.name[len(head):], e.size)
-            for e in self.list_objects(bucket, obj, archives=True, props="name,size",
-                                       timeout=timeout)
-            if e.name.startswith(head) and e.in_archive
-        ]
+        members, own = [], None
+        for e in self.list_objects(bucket, obj, archives=True, props="name,size",
+                                   timeout=timeout):
+            if e.name == obj:
+                own = e
+            elif e.name.startswith(head) and e.in_archive:
+                members.append(ArchiveMember(e.name[len(head):], e.size))
+        if own is None:
+            raise ObjectNotFound(f"{obj} does not exist", status=404,
+                                 what=f"list {bucket}/{obj}")
+        problem = ""
+        if not own.flags & ENTRY_IS_ARCHIVE:
+            problem = "AIStore cannot read it as an archive (corrupt, truncated, or not one)"
+        return ArchiveListing(members, problem)
 
     # -- objects ---------------------------------------------------------------------------------
 
@@ -350,11 +362,11 @@ class AisClient:
         what = f"GET {bucket}/{obj} [{member}]"
         parser = TarStreamParser()
         found: list[TarMember] = []
-        with t.request("get_member", "GET", t.url("objects", bucket.name, obj), pool="data",
-                       params=params, timeout=timeout, what=what) as s:
-            for chunk in s.chunks():
-                found.extend(parser.feed(chunk))
         try:
+            with t.request("get_member", "GET", t.url("objects", bucket.name, obj), pool="data",
+                           params=params, timeout=timeout, what=what) as s:
+                for chunk in s.chunks():
+                    found.extend(parser.feed(chunk))
             parser.close()
         except TarFormatError as e:
             raise ProtocolError(f"bad archive in reply: {e}", what=what) from e

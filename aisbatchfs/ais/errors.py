@@ -118,10 +118,10 @@ TRANSIENT_TCODES = {"ErrNoNodes": Unavailable, "ErrBusy": Throttled}
 
 # A proxy relays its own failed intra-cluster call (e.g. GetBatch's phase 1 to a target that
 # does not answer) with the server's default status, 400. Those are cluster faults, not bad
-# requests: they are retried like a 5xx.
+# requests: they are retried like a 5xx. ("unexpected EOF" is a broken archive, not one.)
 _RELAYED_TRANSPORT_FAILURE = re.compile(
     r"context deadline exceeded|Client\.Timeout|i/o timeout|connection refused|"
-    r"connection reset|broken pipe|EOF$"
+    r"connection reset|broken pipe|(?<!unexpected )EOF$"
 )
 
 

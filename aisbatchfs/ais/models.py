@@ -89,10 +89,23 @@ class ObjectEntry:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveMember:
-    """A file inside an archive object. `name` is relative to the archive, as listed (cleaned)."""
+    """A file inside an archive object. `name` is relative to the archive, as listed (cleaned).
+    `link`: a symbolic link's target (known only where the client indexed the archive)."""
 
     name: str
     size: int
+    link: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveListing:
+    """An archive object's members as the server lists them; `problem` says why it could
+    not read the object as an archive (corrupt, truncated, not an archive at all): then
+    there are no members, and that is not the same as an empty archive."""
+
+    members: list[ArchiveMember]
+    problem: str = ""
+    escaped: int = 0  # entries whose names climb out of the archive, left out
 
 
 @dataclass(frozen=True, slots=True)

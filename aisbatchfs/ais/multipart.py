@@ -58,7 +58,7 @@ def split_multipart(chunks: Iterable[bytes], boundary: str) -> Iterator[tuple[st
                     raise MultipartError("multipart body ended inside part headers")
                 continue
             m = _NAME.search(bytes(buf[:j]))
-            name = m.group(1).decode() if m else ""
+            name = m.group(1).decode("utf-8", "surrogateescape") if m else ""
             del buf[: j + 4]
             state = "body"
         else:  # body: hand out everything that cannot be the start of the next delimiter

@@ -1,4 +1,5 @@
-"""Reading a (compressed) TAR shard whole, in one GET, and extracting members on this side.
+"""Reading a (compressed) TAR shard whole, in one GET, and extracting members on this side;
+and indexing an archive's headers, and reading a member's bytes by where they lie in it.
 
 A GetBatch of many members of one .tgz or .tar.lz4 makes the server decompress the shard from
 its start for each member; one GET of the shard decompresses it once. The filesystem does this
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import lz4.frame
 
+from aisbatchfs.ais.archindex import ArchiveIndex
 from aisbatchfs.ais.checksum import check_digest, incremental
 from aisbatchfs.ais.errors import ObjectChanged, ProtocolError
 from aisbatchfs.ais.models import BucketRef
@@ -109,3 +111,62 @@ def read_shard(
     if hasher is not None:
         check_digest(checksum_type, expected_checksum, hasher.hexdigest(), nbytes, what)
     return [(m.name.removeprefix("./"), m.data) for m in members]
+
+
+# an archive is indexed (streamed through once) up to this size; past it, reads keep the
+# server's semantics (first of duplicates, links as 0 bytes) and say so in the log
+INDEX_MAX = 1 << 30
+
+
+def index_archive(client: AisClient, bucket: BucketRef, obj: str, *, timeout: float | None = None,
+                  ) -> ArchiveIndex:
+    """Read the archive's TAR headers (streaming it through, keeping nothing else)."""
+    what = f"GET {bucket}/{obj} (its TAR headers)"
+    inflater = Inflater(obj)
+    try:
+        with client.open(bucket, obj, timeout=timeout) as s:
+            index = ArchiveIndex(s.headers.get("Ais-Version", ""))
+            parser = TarStreamParser(on_header=lambda h: False, on_entry=index.add)
+            size = int(s.headers.get("Content-Length") or 0)
+            if size > INDEX_MAX:
+                raise ProtocolError(f"{size} bytes: too large to index (over {INDEX_MAX})",
+                                    what=what)
+            for chunk in s.chunks():
+                parser.feed(inflater.feed(chunk))
+        parser.feed(inflater.finish())
+        parser.close()
+    except (TarFormatError, zlib.error, RuntimeError, EOFError) as e:
+        raise ProtocolError(f"bad archive: {e}", what=what) from e
+    return index
+
+
+def read_archive_range(client: AisClient, bucket: BucketRef, obj: str, offset: int, size: int,
+                       *, expected_version: str = "", timeout: float | None = None) -> bytes:
+    """Bytes [offset, offset+size) of the archive's uncompressed TAR stream: a ranged GET of
+    a plain .tar; for a compressed one, inflating from the start up to them."""
+    what = f"GET {bucket}/{obj} [{offset}:{offset + size}]"
+    if size == 0:
+        return b""
+    if obj.lower().endswith(".tar"):
+        return client.get(bucket, obj, start=offset, length=size,
+                          expected_version=expected_version or None, timeout=timeout)
+    inflater = Inflater(obj)
+    out = bytearray()
+    at = 0  # uncompressed bytes passed so far
+    try:
+        with client.open(bucket, obj, timeout=timeout) as s:
+            version = s.headers.get("Ais-Version", "")
+            if expected_version and version and version != expected_version:
+                raise ObjectChanged(f"version is {version}, listed as {expected_version}",
+                                    what=what)
+            for chunk in s.chunks():
+                data = inflater.feed(chunk)
+                lo, hi = max(offset - at, 0), min(offset + size - at, len(data))
+                if lo < hi:
+                    out += data[lo:hi]
+                at += len(data)
+                if len(out) == size:
+                    return bytes(out)
+    except (zlib.error, RuntimeError, EOFError) as e:
+        raise ProtocolError(f"bad archive: {e}", what=what) from e
+    raise ProtocolError(f"the archive ends before byte {offset + size}", what=what)

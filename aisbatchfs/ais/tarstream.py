@@ -49,6 +49,18 @@ class TarHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class TarEntry:
+    """Any entry's header (regular file, link, directory...), with where its data starts in
+    the (uncompressed) stream: enough to index an archive without keeping its data."""
+
+    name: str
+    kind: bytes  # the type flag: b"0" file, b"1" hard link, b"2" symlink, b"5" directory...
+    size: int
+    offset: int
+    linkname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TarMember:
     name: str
     size: int
@@ -112,8 +124,11 @@ def _parse_pax(data: bytes) -> dict[str, str]:
 class TarStreamParser:
     """Feed bytes in any chunking; get complete regular-file members back in stream order."""
 
-    def __init__(self, on_header: Callable[[TarHeader], None] | None = None) -> None:
+    def __init__(self, on_header: Callable[[TarHeader], bool | None] | None = None,
+                 on_entry: Callable[[TarEntry], None] | None = None) -> None:
         self._on_header = on_header
+        self._on_entry = on_entry  # every entry's header, with its data offset
+        self.position = 0  # bytes fed so far
         self._buf = bytearray()  # bytes of the current header/metadata block(s) not yet consumed
         self._state = "header"  # header | data | meta | skip | end
         self._need = BLOCK  # bytes still wanted in the current state
@@ -124,6 +139,7 @@ class TarStreamParser:
         self._header_skip_is_data = False  # a cut inside skipped entry data is a truncation too
         self._pending_name: str | None = None  # from PAX path / GNU long name, for the next member
         self._pending_size: int | None = None  # from PAX size
+        self._pending_link: str | None = None  # from PAX linkpath / GNU long link name
         self._zero_blocks = 0
         self.members = 0
         self.ended = False  # saw the end-of-archive marker
@@ -143,6 +159,7 @@ class TarStreamParser:
             elif state != "skip":
                 self._buf += view[pos : pos + take]
             pos += take
+            self.position += take
             self._need -= take
             if self._need:
                 continue
@@ -188,6 +205,8 @@ class TarStreamParser:
         _check_header(block)
         kind = block[156:157]
         size = _octal_or_base256(block[124:136])
+        if size < 0:
+            raise TarFormatError(f"negative size {size} in TAR header")
         if kind in (_PAX_LOCAL, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
             if size > _MAX_META:
                 raise TarFormatError(f"TAR metadata entry of {size} bytes")
@@ -205,7 +224,12 @@ class TarStreamParser:
                 name = f"{prefix}/{name}"
         if self._pending_size is not None:
             size = self._pending_size
-        self._pending_name = self._pending_size = None
+        link = self._pending_link if self._pending_link is not None else _cstr(block[157:257])
+        self._pending_name = self._pending_size = self._pending_link = None
+        if size < 0:
+            raise TarFormatError(f"negative size {size} in TAR header")
+        if self._on_entry is not None:
+            self._on_entry(TarEntry(name, kind, size, self.position, link))
         if kind not in _REGULAR:
             self._skip(_padded(size), is_data=True)
             return None
@@ -230,10 +254,14 @@ class TarStreamParser:
         self._state, self._need = "header", BLOCK
         if self._meta_kind == _GNU_LONGNAME:
             self._pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif self._meta_kind == _GNU_LONGLINK:
+            self._pending_link = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         elif self._meta_kind == _PAX_LOCAL:
             records = _parse_pax(data)
             if "path" in records:
                 self._pending_name = records["path"]
+            if "linkpath" in records:
+                self._pending_link = records["linkpath"]
             if "size" in records:
                 try:
                     self._pending_size = int(records["size"])

@@ -43,9 +43,11 @@ from aisbatchfs.ais.errors import (
     ObjectNotFound,
     RequestRejected,
     Throttled,
+    Unavailable,
 )
 from aisbatchfs.ais.models import Item
 from aisbatchfs.fs.cache import ReadCache, Reservation
+from aisbatchfs.fs.clustermap import ClusterWatch
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +106,15 @@ class BatcherConfig:
 
 class Batcher:
     def __init__(self, api: AisApi, cache: ReadCache, cfg: BatcherConfig,
-                 on_arrival: Callable[[Item, Buffer], None] = lambda item, data: None) -> None:
+                 on_arrival: Callable[[Item, Buffer, bool], None] = lambda item, data, d: None,
+                 cluster: ClusterWatch | None = None) -> None:
         self.api = api
+        self.cluster = cluster  # a 404 while the map lacks targets is no answer
         self.cache = cache
         self.cfg = cfg
         self.max_hold = max(cfg.coalesce, MAX_HOLD)
-        # told of every item that arrives (the page pusher stores it in the kernel's cache)
+        # told of every item that arrives, and whether a reader asked for it (the reader
+        # stores predicted ones in the kernel's cache)
         self.on_arrival = on_arrival
         self.in_flight_limit = cfg.in_flight
         self.counters: Counter[str] = Counter()
@@ -189,7 +194,11 @@ class Batcher:
         self.counters["fallbacks"] += 1
         try:
             return await self.api.get(item, timeout=self._left(deadline, item))
-        except ObjectNotFound:
+        except ObjectNotFound as e:
+            degraded = await self.cluster.degraded() if self.cluster is not None else None
+            if degraded is not None:  # its target may be the one missing: not an answer
+                raise Unavailable(f"not found while the cluster map {degraded}",
+                                  what=str(item)) from e
             self.counters["missing"] += 1
             raise
 
@@ -417,7 +426,7 @@ class Batcher:
         w.data = data
         w.state = State.IN_FLIGHT  # (still: settled just below)
         self._settle(w, State.ARRIVED)
-        self.on_arrival(w.item, data)
+        self.on_arrival(w.item, data, w.demanded)
 
     def _settle(self, w: Want, state: State, *, why: AisError | None = None) -> None:
         """IN_FLIGHT -> ARRIVED, MISSING or DROPPED: wake its waiters, free its slot."""

@@ -164,11 +164,6 @@ class ReadCache:
         if data is not None:
             self._read[item] = data
 
-    def drop(self, item: Item) -> None:
-        """Forget an item (its bytes now live elsewhere, e.g. in the kernel's page cache)."""
-        self._unread.pop(item, None)
-        self._read.pop(item, None)
-
     def __contains__(self, item: Item) -> bool:
         return item in self._unread or item in self._read
 

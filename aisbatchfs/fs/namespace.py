@@ -23,8 +23,9 @@ Rules of the tree (README, "Namespace"):
 
 from __future__ import annotations
 
+import itertools
 import logging
-import time
+import posixpath
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -33,18 +34,20 @@ from enum import IntEnum
 import trio
 import xxhash
 
-from aisbatchfs.ais import AisError, BucketRef, ObjectNotFound
+from aisbatchfs.ais import AisError, BucketRef, ObjectNotFound, Unavailable
 from aisbatchfs.ais.api import AisApi
 from aisbatchfs.ais.models import ArchiveMember, Item, ObjectEntry, is_archive_name
+from aisbatchfs.fs.clustermap import ClusterWatch
+from aisbatchfs.logs import RateLimited
 
 log = logging.getLogger(__name__)
+limited = RateLimited(log)
 
 ROOT_INO = 1
 CONTROL_DIR_INO = 2
-STATS_INO = 3
-PREFETCH_INO = 4
 CONTROL_DIR = ".aisbatchfs"
 _RESERVED = 16  # inode numbers below this are fixed ones
+EPHEMERAL_BASE = 1 << 62  # inode numbers from here on are ephemeral (stats snapshots)
 NAME_MAX = 255
 PROBES_BEFORE_LISTING = 3  # lookups in a directory not listed yet, before listing it
 
@@ -59,6 +62,7 @@ class Kind(IntEnum):
     MEMBER = 7  # a file inside an archive
     CONTROL_DIR = 8
     CONTROL_FILE = 9
+    MEMBER_LINK = 10  # a symbolic link inside an archive, pointing inside it
 
 
 DIR_KINDS = frozenset({Kind.ROOT, Kind.PROVIDER, Kind.DIR, Kind.ARCHIVE, Kind.MEMBER_DIR,
@@ -77,6 +81,7 @@ class Entry:
     size: int = 0
     checksum: str = ""
     version: str = ""
+    link: str = ""  # MEMBER_LINK: the target, relative to the link's directory
 
     @property
     def is_dir(self) -> bool:
@@ -96,7 +101,9 @@ class Node:
     entry: Entry
     lookups: int = 0
     opens: int = 0
-    page_ident: Item | None = None  # what the kernel's page cache holds of this file
+    page_ident: Item | None = None  # the version the kernel has attributes and pages of
+    next_ident: Item | None = None  # the version it is being switched to (pagecache.py)
+    fresh_until: float = 0.0  # the entry was confirmed by a listing or HEAD until then
 
     @property
     def kind(self) -> Kind:
@@ -125,8 +132,10 @@ class Namespace:
         negative_ttl: float = 10.0,
         metadata_timeout: float = 10.0,
         max_listed_entries: int = 1_000_000,
+        cluster: ClusterWatch | None = None,
     ) -> None:
         self.ais = ais
+        self.cluster = cluster or ClusterWatch(ais)
         self.archives = archives
         self.archive_suffix = archive_suffix
         self.ttl = ttl
@@ -141,13 +150,10 @@ class Namespace:
         self.nodes: dict[int, Node] = {ROOT_INO: Node(ROOT_INO, root, lookups=1)}
         self.by_key: dict[tuple, int] = {root.key: ROOT_INO}
         control = Entry(CONTROL_DIR, Kind.CONTROL_DIR, path=CONTROL_DIR)
-        stats = Entry("stats", Kind.CONTROL_FILE, path="stats")
-        prefetch = Entry("prefetch", Kind.CONTROL_FILE, path="prefetch")
-        for ino, e in ((CONTROL_DIR_INO, control), (STATS_INO, stats), (PREFETCH_INO, prefetch)):
-            self.nodes[ino] = Node(ino, e, lookups=1)
-            self.by_key[e.key] = ino
-        self.control_listing = Listing((prefetch, stats), {"stats": stats, "prefetch": prefetch},
-                                       float("inf"))
+        self.nodes[CONTROL_DIR_INO] = Node(CONTROL_DIR_INO, control, lookups=1)
+        self.by_key[control.key] = CONTROL_DIR_INO
+        stats = Entry("stats", Kind.CONTROL_FILE, path="stats")  # a snapshot per lookup
+        self.control_listing = Listing((stats,), {"stats": stats}, float("inf"))
         self._listings: OrderedDict[tuple, Listing] = OrderedDict()
         self._listed_entries = 0
         self._loading: dict[tuple, trio.Event] = {}
@@ -159,6 +165,8 @@ class Namespace:
         self.bucket_created_ns: dict[BucketRef, int] = {}  # st_mtime of everything in a bucket
         self.checksum_types: dict[BucketRef, str] = {}
         self._props_retry: dict[BucketRef, float] = {}  # after a failure, not before this
+        self._ephemeral = itertools.count(EPHEMERAL_BASE)
+        self.archive_problems: dict[tuple, str] = {}  # why an archive lists no members
 
     # -- what the read path sees ----------------------------------------------------------------
 
@@ -185,13 +193,13 @@ class Namespace:
     async def load_bucket_props(self, bucket: BucketRef) -> None:
         """Creation time (every entry's times) and checksum type of a bucket, once; a failure
         leaves them unknown until the next try (times are cosmetic, checksums optional)."""
-        if bucket in self.bucket_created_ns or self._props_retry.get(bucket, 0) > time.monotonic():
+        if bucket in self.bucket_created_ns or self._props_retry.get(bucket, 0) > trio.current_time():
             return
         try:
             props = await self.ais.bucket_props(bucket)
         except AisError as e:
             log.debug("properties of %s: %s", bucket, e)
-            self._props_retry[bucket] = time.monotonic() + self.negative_ttl
+            self._props_retry[bucket] = trio.current_time() + self.negative_ttl
             return
         self.bucket_created_ns[bucket] = props.created_ns
         self.checksum_types[bucket] = props.checksum_type
@@ -222,7 +230,7 @@ class Namespace:
                 node.entry = entry  # same object, newer listing (size, version...)
             return node
         ino = self._ino_for(key)
-        node = Node(ino, entry)
+        node = Node(ino, entry, fresh_until=trio.current_time() + self.ttl)
         self.nodes[ino] = node
         self.by_key[key] = ino
         return node
@@ -231,7 +239,7 @@ class Namespace:
         raw = repr(key).encode("utf-8", "surrogateescape")
         probe = 0
         while True:
-            h = xxhash.xxh64_intdigest(raw, seed=probe) & 0x7FFF_FFFF_FFFF_FFFF
+            h = xxhash.xxh64_intdigest(raw, seed=probe) & (EPHEMERAL_BASE - 1)
             if h >= _RESERVED and h not in self.nodes:
                 return h
             probe += 1
@@ -254,7 +262,43 @@ class Namespace:
     def _maybe_drop(self, node: Node) -> None:
         if node.lookups == 0 and node.opens == 0 and node.ino >= _RESERVED:
             del self.nodes[node.ino]
-            del self.by_key[node.entry.key]
+            if self.by_key.get(node.entry.key) == node.ino:  # ephemeral nodes have no key
+                del self.by_key[node.entry.key]
+
+    def ephemeral(self, entry: Entry) -> Node:
+        """A node of its own for content made at lookup (a stats snapshot): each lookup of
+        the name gets a new inode, so a reader sees one snapshot whole while the next reader
+        gets a newer one. It lives while the kernel holds it."""
+        while True:
+            ino = next(self._ephemeral)
+            if ino not in self.nodes:
+                break
+        node = self.nodes[ino] = Node(ino, entry, lookups=1)
+        return node
+
+    async def refresh(self, node: Node) -> None:
+        """Bring an object's entry up to date once its confirmation has expired (an attribute
+        refresh after metadata_ttl): a new size, version or checksum shows up here. The
+        directory's listing is loaded again if it was listed (one load serves every file in
+        it); a file looked up alone is asked about alone (HEAD)."""
+        e = node.entry
+        if e.kind not in (Kind.FILE, Kind.ARCHIVE) or e.bucket is None:
+            return
+        if trio.current_time() < node.fresh_until:
+            return
+        parent_path = e.path.rpartition("/")[0]
+        parent = Entry(parent_path.rpartition("/")[2], Kind.DIR, e.bucket, parent_path)
+        if parent.key in self._listings:
+            await self.listing(parent)  # updates every live node it lists
+            node.fresh_until = max(node.fresh_until, trio.current_time() + self.ttl)
+            return
+        attrs = await self.ais.head(e.bucket, e.path)
+        rel = e.path.rpartition("/")[2]
+        obj = ObjectEntry(e.path, attrs.size, attrs.checksum, attrs.version)
+        for new in self._object_entries(e.bucket, rel, obj):
+            if new.key == e.key:
+                node.entry = replace(new, name=e.name)
+        node.fresh_until = trio.current_time() + self.ttl
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -262,7 +306,7 @@ class Namespace:
         """The child `name` of `parent` with a new lookup reference, or None if there is none."""
         if parent.kind is Kind.CONTROL_DIR:
             entry = self.control_listing.by_name.get(name)
-            return self.remember(entry) if entry else None
+            return self.ephemeral(entry) if entry else None
         if parent.ino == ROOT_INO and name == CONTROL_DIR:
             return self.remember(self.nodes[CONTROL_DIR_INO].entry)
         if not self._nameable(name):
@@ -270,7 +314,7 @@ class Namespace:
         neg_key = (parent.ino, name)
         expiry = self._negative.get(neg_key)
         if expiry is not None:
-            if expiry > time.monotonic():
+            if expiry > trio.current_time():
                 self.counters["negative_hits"] += 1
                 return None
             del self._negative[neg_key]
@@ -285,23 +329,33 @@ class Namespace:
                     self._probes.clear()
                 entry = await self._probe(parent.entry, name)
                 if entry is None:
-                    self._remember_missing(neg_key)
+                    await self._missing(neg_key, parent.entry, name)
                     return None
                 return self.remember(entry)
         listing = listing or await self.listing(parent.entry)
         entry = listing.by_name.get(name)
         if entry is None:
-            self._remember_missing(neg_key)
+            await self._missing(neg_key, parent.entry, name)
             return None
         return self.remember(entry)
 
+    async def _missing(self, key: tuple[int, str], parent: Entry, name: str) -> None:
+        """A name the cluster says is not there. While its map lacks storage targets, that may
+        be false (their objects are missing from listings and HEAD says 404): then it is an
+        error, not a missing name, and nothing is remembered."""
+        degraded = await self.cluster.degraded()
+        if degraded is not None:
+            where = f"{parent.bucket}/{parent.path}/{name}" if parent.bucket else name
+            raise Unavailable(f"not found while the cluster map {degraded}", what=where)
+        self._remember_missing(key)
+
     def _remember_missing(self, key: tuple[int, str]) -> None:
         if len(self._negative) > 100_000:
-            now = time.monotonic()
+            now = trio.current_time()
             self._negative = {k: v for k, v in self._negative.items() if v > now}
             if len(self._negative) > 100_000:
                 self._negative.clear()
-        self._negative[key] = time.monotonic() + self.negative_ttl
+        self._negative[key] = trio.current_time() + self.negative_ttl
 
     async def _probe(self, parent: Entry, name: str) -> Entry | None:
         """Look up one name in a directory not listed yet: is it a prefix, an object, both?
@@ -362,14 +416,14 @@ class Namespace:
         return (key, listing) if listing is not None else None
 
     def archive_members(self, member: Entry) -> list[Entry]:
-        """Every member of the archive that holds `member`, as entries (from the cached
+        """Every file member of the archive that holds `member`, as entries (from the cached
         archive listing; empty if it is not cached)."""
         cached = self._archives.get((member.bucket, member.path))
         if cached is None:
             return []
         return [Entry(m.name.rpartition("/")[2], Kind.MEMBER, member.bucket, member.path,
                       m.name, size=m.size, version=member.version, checksum=member.checksum)
-                for m in cached[0]]
+                for m in cached[0] if not m.link]
 
     async def resolve(self, path: str) -> Entry | None:
         """The entry at `path` (relative to the mount root), listing each directory on the way
@@ -388,7 +442,7 @@ class Namespace:
         listing = self._listings.get(key)
         if listing is None:
             return None
-        if listing.expires <= time.monotonic():
+        if listing.expires <= trio.current_time():
             return None
         self._listings.move_to_end(key)
         return listing
@@ -430,8 +484,11 @@ class Namespace:
             self._listed_entries -= len(dropped.entries)
         for e in listing.entries:  # live nodes see the newest size and version
             ino = self.by_key.get(e.key)
-            if ino is not None and self.nodes[ino].entry != e:
-                self.nodes[ino].entry = e
+            if ino is not None:
+                node = self.nodes[ino]
+                node.fresh_until = listing.expires
+                if node.entry != e:
+                    node.entry = e
 
     def invalidate(self, entry: Entry) -> None:
         """Forget a directory's listing, e.g. after a read found an object changed."""
@@ -440,21 +497,71 @@ class Namespace:
             self._listed_entries -= len(old.entries)
 
     async def _load(self, entry: Entry) -> Listing:
+        if entry.kind in (Kind.ROOT, Kind.PROVIDER):
+            return self._listing_of(entry, await self._children(entry), self.ttl)
+        return await self._trusted_load(entry)
+
+    async def _children(self, entry: Entry) -> list[Entry]:
         self.counters["listings"] += 1
         if entry.kind is Kind.ROOT:
-            children = await self._list_buckets()
-        elif entry.kind is Kind.PROVIDER:
-            children = [e for e in await self._list_buckets(grouped=False)
-                        if _group_name(e.bucket) == entry.name]
-        elif entry.kind is Kind.DIR:
-            children = await self._list_prefix(entry)
-        else:  # ARCHIVE, MEMBER_DIR
-            children = await self._list_archive_dir(entry)
+            return await self._list_buckets()
+        if entry.kind is Kind.PROVIDER:
+            return [e for e in await self._list_buckets(grouped=False)
+                    if _group_name(e.bucket) == entry.name]
+        if entry.kind is Kind.DIR:
+            return await self._list_prefix(entry)
+        return await self._list_archive_dir(entry)  # ARCHIVE, MEMBER_DIR
+
+    def _listing_of(self, entry: Entry, children: list[Entry], ttl: float) -> Listing:
         by_name: dict[str, Entry] = {}
         for child in children:
             self._add(by_name, child, entry)
-        ordered = tuple(sorted(by_name.values(), key=lambda e: e.name.encode("utf-8", "surrogateescape")))
-        return Listing(ordered, by_name, time.monotonic() + self.ttl)
+        ordered = tuple(sorted(by_name.values(),
+                               key=lambda e: e.name.encode("utf-8", "surrogateescape")))
+        return Listing(ordered, by_name, trio.current_time() + ttl)
+
+    async def _trusted_load(self, entry: Entry) -> Listing:
+        """A directory's listing, not trusted as is when it may be a false picture.
+
+        While a storage target is out of the cluster map (paused, restarting, rejoining),
+        AIStore answers listings with 200 and only what the other targets hold: nothing at
+        all with one target. A listing that is empty where the last one was not, or shrinks
+        to less than half of it, or comes while the cluster map misses targets, is asked
+        again (backing off) within `metadata_timeout`. It is trusted once a second one agrees
+        and the map is whole (objects really deleted); if it is still in doubt at the deadline,
+        the previous listing (if any) is kept, else the doubtful one is served, either way for
+        `negative_ttl` only, counted and logged."""
+        previous = self._listings.get(entry.key)
+        deadline = trio.current_time() + self.timeout
+        children = await self._children(entry)
+        degraded = await self.cluster.degraded()
+        why = _doubt(previous, children, degraded)
+        if why is None:
+            return self._listing_of(entry, children, self.ttl)
+        self.counters["doubtful_listings"] += 1
+        pause = 0.1
+        while trio.current_time() + pause < deadline:
+            await trio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            again = await self._children(entry)
+            degraded = await self.cluster.degraded()
+            why = _doubt(previous, again, degraded)
+            confirmed = not degraded and _names(again) == _names(children)
+            if why is None or confirmed:
+                return self._listing_of(entry, again, self.ttl)
+            children = again
+        where = f"{entry.bucket}/{entry.path}" if entry.bucket else entry.name
+        self.counters["doubtful_listings_served"] += 1
+        if previous is not None:
+            limited.log(logging.WARNING, "listing", "listing of %s: %s, still after %gs; "
+                        "keeping the previous listing (%d entries) for %gs", where, why,
+                        self.timeout, len(previous.entries), self.negative_ttl)
+            return Listing(previous.entries, previous.by_name,
+                           trio.current_time() + self.negative_ttl)
+        limited.log(logging.WARNING, "listing", "listing of %s: %s, still after %gs; serving "
+                    "its %d entries for %gs only", where, why, self.timeout, len(children),
+                    self.negative_ttl)
+        return self._listing_of(entry, children, self.negative_ttl)
 
     def _add(self, by_name: dict[str, Entry], child: Entry, parent: Entry) -> None:
         if not self._nameable(child.name):
@@ -474,14 +581,15 @@ class Namespace:
             return
         winner, loser = (have, child) if _rank(have) >= _rank(child) else (child, have)
         by_name[child.name] = winner
-        self._shadowed(loser, f"a {winner.kind.name.lower()} of the same name")
+        self._shadowed(loser, winner)
 
-    def _shadowed(self, loser: Entry, by: str) -> None:
+    def _shadowed(self, loser: Entry, by: Entry | str) -> None:
         self.counters["shadowed_names"] += 1
         if loser.key not in self._logged_shadows and len(self._logged_shadows) < 100_000:
             self._logged_shadows.add(loser.key)
-            where = f"{loser.bucket}/{loser.path}" if loser.bucket else loser.name
-            log.warning("%s (%s) is hidden by %s", where, loser.kind.name.lower(), by)
+            if isinstance(by, Entry):
+                by = f"the {_describe(by)} of the same name"
+            log.warning("the %s is hidden by %s", _describe(loser), by)
 
     @staticmethod
     def _nameable(name: str) -> bool:
@@ -543,24 +651,82 @@ class Namespace:
             return (archive,)
         return (file, replace(archive, name=rel + self.archive_suffix))
 
+    def _archive_children(self, entry: Entry, members: list[ArchiveMember]) -> list[Entry]:
+        out = []
+        for child in _members_under(entry, members):
+            if child.kind is Kind.MEMBER_LINK and not child.link:
+                self.counters["hidden_links"] += 1  # it would lead out of the archive
+                continue
+            out.append(child)
+        return out
+
     async def _list_archive_dir(self, entry: Entry) -> list[Entry]:
         bucket = entry.bucket
         assert bucket is not None
         key = (bucket, entry.path)
         cached = self._archives.get(key)
-        if cached is None or cached[1] <= time.monotonic():
-            members = await self.ais.list_archive(bucket, entry.path)
-            self._archives[key] = cached = (members, time.monotonic() + self.ttl)
+        if cached is None or cached[1] <= trio.current_time():
+            listed = await self.ais.list_archive(bucket, entry.path)
+            self._archives[key] = cached = (listed.members, trio.current_time() + self.ttl)
             while len(self._archives) > 1024:
                 self._archives.popitem(last=False)
+            self._archive_problem(entry, listed.problem)
+            if listed.escaped:
+                self.counters["escaping_members"] += listed.escaped
+                log.warning("%s/%s: %d of its entries climb out of it (names with '..'): left "
+                            "out", bucket, entry.path, listed.escaped)
         self._archives.move_to_end(key)
-        return list(_members_under(entry, cached[0]))
+        return self._archive_children(entry, cached[0])
+
+    def _archive_problem(self, archive: Entry, problem: str) -> None:
+        """An archive the server cannot read lists as an empty directory (an error there
+        would make find and rsync fail for the whole tree): one log line, a counter, and
+        the reason in the directory's user.ais.error xattr."""
+        key = (archive.bucket, archive.path, archive.version)
+        if not problem:
+            self.archive_problems.pop(key, None)
+            return
+        if key not in self.archive_problems:
+            self.counters["unreadable_archives"] += 1
+            log.warning("%s/%s: %s; it shows as an empty directory", archive.bucket,
+                        archive.path, problem)
+        self.archive_problems[key] = problem
+        while len(self.archive_problems) > 10_000:
+            self.archive_problems.pop(next(iter(self.archive_problems)))
+
+    def archive_problem(self, archive: Entry) -> str:
+        return self.archive_problems.get((archive.bucket, archive.path, archive.version), "")
+
+
+def _describe(e: Entry) -> str:
+    """An entry for a log line, e.g. 'member file ais://b/x.tar/sub'."""
+    where = f"{e.bucket}/{e.path}" + (f"/{e.member}" if e.member else "") if e.bucket else e.name
+    what = {Kind.FILE: "object", Kind.DIR: "directory", Kind.ARCHIVE: "archive",
+            Kind.MEMBER: "member file", Kind.MEMBER_DIR: "member directory"}.get(e.kind, "entry")
+    return f"{what} {where}"
+
+
+def _names(children: list[Entry]) -> set[str]:
+    return {e.name for e in children}
+
+
+def _doubt(previous: Listing | None, children: list[Entry], degraded: str | None) -> str | None:
+    """Why a fresh listing may be a false picture, or None."""
+    before = len(previous.entries) if previous is not None else 0
+    if degraded is not None and (previous is None or len(children) < before):
+        return f"the cluster map {degraded}"
+    if before and not children:
+        return f"empty, where the last listing had {before} entries"
+    if before >= 8 and len(children) < before / 2:
+        return f"{len(children)} entries, where the last listing had {before}"
+    return None
 
 
 def _members_under(d: Entry, members: list[ArchiveMember]):
     """The entries of an archive directory (the archive itself or a directory inside it):
     members and subdirectories, carrying the archive's version and checksum, so that a new
-    version of the archive makes new cache keys for its members."""
+    version of the archive makes new cache keys for its members. A symbolic link shows as one
+    only if its target stays inside the archive; the caller counts the others."""
     bucket, archive, under = d.bucket, d.path, d.member
     ident = {"version": d.version, "checksum": d.checksum}
     head = under + "/" if under else ""
@@ -574,8 +740,22 @@ def _members_under(d: Entry, members: list[ArchiveMember]):
             if first not in dirs:
                 dirs.add(first)
                 yield Entry(first, Kind.MEMBER_DIR, bucket, archive, head + first, **ident)
+        elif m.link:
+            if _link_inside(m.name, m.link):
+                yield Entry(rest, Kind.MEMBER_LINK, bucket, archive, m.name, size=len(m.link),
+                            link=m.link, **ident)
+            else:
+                yield Entry(rest, Kind.MEMBER_LINK, bucket, archive, m.name, **ident)  # hidden
         else:
             yield Entry(rest, Kind.MEMBER, bucket, archive, m.name, size=m.size, **ident)
+
+
+def _link_inside(member: str, target: str) -> bool:
+    """Does a symlink stored at `member` point inside its archive?"""
+    if target.startswith("/"):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member), target))
+    return resolved != ".." and not resolved.startswith("../") and resolved != "."
 
 
 def _group_name(b: BucketRef | None) -> str:
@@ -587,9 +767,9 @@ def _group_name(b: BucketRef | None) -> str:
 
 def _rank(e: Entry) -> int:
     """Who keeps a contested name: real directories, then objects, then derived names."""
-    if e.kind is Kind.DIR:
-        return 3
-    if e.kind in (Kind.FILE, Kind.MEMBER, Kind.MEMBER_DIR):
+    if e.kind in (Kind.DIR, Kind.MEMBER_DIR):
+        return 3  # a directory keeps its name: it holds more than the file that loses it
+    if e.kind in (Kind.FILE, Kind.MEMBER, Kind.MEMBER_LINK):
         return 2
     if e.kind is Kind.ARCHIVE and e.name == e.path.rsplit("/", 1)[-1]:
         return 2  # archives=dir: the archive under its own name

@@ -1,9 +1,26 @@
 """FUSE operations: a thin layer from kernel requests to the namespace and the read path.
 
 It knows FUSE and errno and nothing of HTTP. Every handler turns any exception into an errno
-(fs/errors.py), so no object name, listing page or server fault can end the daemon. Write-type
-requests get EROFS from the daemon itself: the kernel mount stays read-write so the control
-directory can take a writable file later.
+(fs/errors.py), so no object name, listing page or server fault can end the daemon, and counts
+the request by opcode (stats["fuse"]).
+
+Two ways files are opened:
+- `kernel_open` (the default, with the patched pyfuse3): `open` answers ENOSYS once, and the
+  kernel then opens and closes every file of the connection by itself: no OPEN, FLUSH or
+  RELEASE ever reaches the daemon, and a file whose pages are in the kernel's cache is read
+  with no request at all. READ carries the inode. The kernel keeps a file's pages across
+  opens, so a new version must drop them: every reply that gives the kernel attributes
+  (lookup, readdirplus, getattr after an attribute refresh) first switches the node to the
+  current version (pagecache.KernelCache.switch), and READs ask for the version the kernel
+  holds, never a newer one: no read() mixes two versions.
+- daemon open: every open and close reaches the daemon; the open compares versions and
+  answers keep_cache accordingly (the path before 0.2, kept for comparison).
+
+The mount is read-only in the kernel (`ro`): write-type calls, O_TRUNC opens included, fail
+with EROFS at open or at the call, before reaching the daemon; the handlers below answer EROFS
+too, should one come. Control: `.aisbatchfs/stats` is a snapshot made at each lookup (an
+inode of its own, read whole and current); hints go through the control socket named by the
+root's `user.aisbatchfs.control` xattr (fs/control.py).
 """
 
 from __future__ import annotations
@@ -15,6 +32,7 @@ import json
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,23 +40,25 @@ from typing import Any
 import pyfuse3
 
 from aisbatchfs import __version__
+from aisbatchfs.control import XATTR as CONTROL_XATTR
 from aisbatchfs.fs.errors import to_fuse_error
 from aisbatchfs.fs.namespace import (
     DIR_KINDS,
     NAME_MAX,
-    PREFETCH_INO,
-    STATS_INO,
+    ROOT_INO,
     Entry,
     Kind,
+    Listing,
     Namespace,
     Node,
 )
-from aisbatchfs.fs.pagecache import PagePusher
+from aisbatchfs.fs.pagecache import KernelCache
 from aisbatchfs.fs.reader import Reader
 from aisbatchfs.metrics import OpTimings
 
 XATTR_PREFIX = "user.ais."
 BLKSIZE = 128 << 10
+FILE_KINDS = (Kind.FILE, Kind.MEMBER)
 
 
 @dataclass(frozen=True)
@@ -54,12 +74,13 @@ class Presentation:
 
 
 def handler(op: str, by_handle: bool = False) -> Callable:
-    """Wrap a handler so every failure becomes an errno with a log line naming the object.
-    `by_handle`: the first argument is a file handle, not an inode."""
+    """Wrap a handler so every failure becomes an errno with a log line naming the object,
+    and the request is counted. `by_handle`: the first argument is a file handle."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def wrapper(self: AisOperations, *args: Any) -> Any:
+            self.fuse_ops[op] += 1
             t0 = time.perf_counter() if self.timings is not None else 0.0
             try:
                 return await fn(self, *args)
@@ -82,30 +103,36 @@ class AisOperations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, ns: Namespace, reader: Reader, look: Presentation,
-                 stats: Callable[[], dict], hint: Callable[[str], None] | None = None,
-                 pusher: PagePusher | None = None) -> None:
+                 stats: Callable[[], dict], kernel: KernelCache, *, kernel_open: bool,
+                 control_path: str = "", cache_readdir: bool = False) -> None:
         super().__init__()
         self.ns = ns
         self.reader = reader
         self.look = look
         self.stats = stats
-        self.hint = hint  # takes one path written to /.aisbatchfs/prefetch
-        self.pusher = pusher  # stores arrived files in the kernel's page cache
+        self.kernel = kernel  # the kernel's page cache: stores ahead, version switches
+        self.kernel_open = kernel_open
+        self.read_with_inode = kernel_open  # the patched pyfuse3 passes READ's inode
+        self.cache_readdir = cache_readdir  # the patched pyfuse3 takes a FileInfo at opendir
+        self.control_path = control_path
         self.timings: OpTimings | None = None  # FUSE op latencies, only when metrics are on
+        self.fuse_ops: Counter[str] = Counter()
         self._fh = itertools.count(1)
-        self._dirs: dict[int, tuple[Entry, ...]] = {}
-        # open files: the node, and what was opened (the entry as listed at open, a stats
-        # snapshot, or a hints buffer)
-        self._files: dict[int, tuple[Node, Entry | bytes | bytearray]] = {}
-        self.counters = {"opens": 0, "reads": 0, "bytes_read": 0}
+        self._dirs: dict[int, tuple[Node, tuple[Entry, ...]]] = {}
+        self._dir_cached: dict[int, Listing] = {}  # what the kernel caches of a directory
+        self._files: dict[int, tuple[Node, Entry]] = {}  # daemon open: entry as at open
+        self._snapshots: dict[int, bytes] = {}  # stats snapshots by their inode
+        self.counters: Counter[str] = Counter()
 
     def _describe(self, args: tuple, by_handle: bool) -> str:
         """The path a request is about, for log lines: bucket URL, object, member, and the
         name looked up when there is one."""
         if not args or not isinstance(args[0], int):
             return repr(args[:2])
-        if by_handle:
-            node = self._files.get(args[0], (None,))[0]
+        if by_handle and args[0] in self._files:
+            node: Node | None = self._files[args[0]][0]
+        elif by_handle and len(args) > 3 and isinstance(args[3], int):
+            node = self.ns.nodes.get(args[3])  # READ without OPEN: (fh 0, off, size, inode)
         else:
             node = self.ns.nodes.get(args[0])
         if node is None:
@@ -137,22 +164,32 @@ class AisOperations(pyfuse3.Operations):
         if e.kind in DIR_KINDS:
             a.st_mode = stat.S_IFDIR | self.look.dir_mode
             a.st_size = 0
+        elif e.kind is Kind.MEMBER_LINK:
+            a.st_mode = stat.S_IFLNK | 0o777
+            a.st_size = len(os.fsencode(e.link))
         else:
             a.st_mode = stat.S_IFREG | self.look.file_mode
             a.st_size = e.size
+            if self.kernel_open and node.page_ident is not None:
+                a.st_size = node.page_ident.size  # the version the kernel holds (switched first)
+        t = self.ns.bucket_created_ns.get(e.bucket, 0) if e.bucket else 0
         if e.kind is Kind.CONTROL_FILE:
             a.attr_timeout = a.entry_timeout = 0
-            a.st_size = 0  # generated at open and served with direct_io
-            if node.ino == PREFETCH_INO:
-                a.st_mode = stat.S_IFREG | 0o200 | (self.look.file_mode & 0o444)
+            a.st_size = len(self._snapshots.get(node.ino, b""))
+            t = time.time_ns()
         a.st_nlink = 1  # directories too: "unknown", so find does not count subdirectories
         a.st_uid = self.look.uid
         a.st_gid = self.look.gid
         a.st_blksize = BLKSIZE
         a.st_blocks = (a.st_size + 511) // 512
-        t = self.ns.bucket_created_ns.get(e.bucket, 0) if e.bucket else 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t
         return a
+
+    async def _current(self, node: Node) -> None:
+        """Before the kernel is told a file's attributes: in kernel-open mode, drop what it
+        holds of another version first."""
+        if self.kernel_open and node.kind in FILE_KINDS:
+            await self.kernel.switch(node)
 
     # -- names -----------------------------------------------------------------------------------
 
@@ -169,23 +206,43 @@ class AisOperations(pyfuse3.Operations):
             a.st_ino = 0
             a.entry_timeout = self.look.negative_ttl
             return a
+        if node.kind is Kind.CONTROL_FILE:
+            self._snapshots[node.ino] = json.dumps(self.stats(), indent=1,
+                                                   sort_keys=True).encode() + b"\n"
         if node.entry.bucket is not None:
             await self.ns.load_bucket_props(node.entry.bucket)
+        await self._current(node)
         return self.attrs(node)
 
     @handler("getattr")
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self.attrs(self._node(inode))
+        node = self._node(inode)
+        if node.kind in FILE_KINDS or node.kind is Kind.ARCHIVE:
+            await self.ns.refresh(node)  # after metadata_ttl: is it still this version?
+        await self._current(node)
+        return self.attrs(node)
 
     @handler("forget")
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, n in inode_list:
+            node = self.ns.nodes.get(ino)
             self.ns.forget(ino, n)
+            if node is not None and ino not in self.ns.nodes:
+                self._snapshots.pop(ino, None)
+                if node.kind in FILE_KINDS:
+                    self.reader.forget(node.entry)
+
+    @handler("readlink")
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        node = self._node(inode)
+        if node.kind is not Kind.MEMBER_LINK:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(node.entry.link)
 
     # -- directories -----------------------------------------------------------------------------
 
     @handler("opendir")
-    async def opendir(self, inode: int, ctx: Any = None) -> int:
+    async def opendir(self, inode: int, ctx: Any = None) -> int | pyfuse3.FileInfo:
         node = self._node(inode)
         if node.kind not in DIR_KINDS:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -193,17 +250,28 @@ class AisOperations(pyfuse3.Operations):
         for b in {e.bucket for e in listing.entries if e.bucket is not None}:
             await self.ns.load_bucket_props(b)
         fh = next(self._fh)
-        self._dirs[fh] = listing.entries  # this handle's snapshot: stable order, no repeats
-        return fh
+        self._dirs[fh] = (node, listing.entries)  # this handle's snapshot: no repeats
+        if not self.cache_readdir:
+            return fh
+        # The kernel may keep serving its cached copy of this listing only while it is the
+        # same: entries, their attributes and the versions the kernel holds.
+        cached = self._dir_cached.get(inode)
+        keep = cached is not None and (cached is listing or cached.entries == listing.entries)
+        self._dir_cached[inode] = listing
+        if len(self._dir_cached) > 100_000:
+            self._dir_cached.clear()
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, cache_readdir=True)
 
     @handler("readdir", by_handle=True)
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        entries = self._dirs.get(fh)
-        if entries is None:
+        held = self._dirs.get(fh)
+        if held is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        _, entries = held
         for i in range(start_id, len(entries)):
             entry = entries[i]
             node = self.ns.node_for(entry)
+            await self._current(node)
             if not pyfuse3.readdir_reply(token, os.fsencode(entry.name), self.attrs(node), i + 1):
                 self.ns.drop_if_unused(node)
                 return
@@ -217,27 +285,21 @@ class AisOperations(pyfuse3.Operations):
 
     @handler("open")
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if self.kernel_open:
+            # "no open support": from now on the kernel opens and closes files by itself
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         node = self._node(inode)
-        if node.ino == PREFETCH_INO:  # the one writable file: hints, one path per line
-            if not flags & (os.O_WRONLY | os.O_RDWR) or self.hint is None:
-                raise pyfuse3.FUSEError(errno.EACCES if self.hint else errno.EROFS)
-            fh = next(self._fh)
-            self._files[fh] = (node, bytearray())  # per handle: concurrent writers never mix
-            self.ns.opened(node)
-            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
         if node.kind in DIR_KINDS:
             raise pyfuse3.FUSEError(errno.EISDIR)
         fh = next(self._fh)
         self.counters["opens"] += 1
-        if node.ino == STATS_INO:
-            snapshot = json.dumps(self.stats(), indent=1, sort_keys=True).encode() + b"\n"
-            self._files[fh] = (node, snapshot)
+        if node.kind is Kind.CONTROL_FILE:
+            self._files[fh] = (node, node.entry)
             self.ns.opened(node)
-            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
-        if self.pusher is not None:
-            await self.pusher.settled(node)  # no await from here on
+            return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+        await self.kernel.settled(node)  # no await from here on
         e = node.entry
         item = self.ns.item(e)
         keep = node.page_ident == item  # the kernel's cached pages are of this same version
@@ -248,78 +310,71 @@ class AisOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @handler("read", by_handle=True)
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
-        node, h = self._files[fh]
-        if isinstance(h, bytearray):
-            raise pyfuse3.FUSEError(errno.EBADF)
-        if isinstance(h, bytes):
-            data = h[off : off + size]
+    async def read(self, fh: int, off: int, size: int, inode: int | None = None,
+                   ) -> bytes | memoryview:
+        if fh in self._files:  # daemon open: the entry as it was at open
+            node, entry = self._files[fh]
+            version = self.ns.item(entry) if node.kind in FILE_KINDS else None
+        else:  # kernel open: the version the kernel holds
+            if inode is None:
+                raise pyfuse3.FUSEError(errno.EBADF)
+            node = self._node(inode)
+            entry = node.entry
+            version = node.page_ident
+        if node.kind is Kind.CONTROL_FILE:
+            data: bytes | memoryview = self._snapshots.get(node.ino, b"")[off:off + size]
+        elif node.kind in FILE_KINDS:
+            if self.kernel_open and off == 0:
+                self.reader.accessed(entry)  # a read reached the daemon: the reader is here
+            data = await self.reader.read(entry, off, size, version)
         else:
-            data = await self.reader.read(h, off, size)
+            raise pyfuse3.FUSEError(errno.EISDIR)
         self.counters["reads"] += 1
         self.counters["bytes_read"] += len(data)
         return data
 
     @handler("release", by_handle=True)
     async def release(self, fh: int) -> None:
-        item = self._files.pop(fh, None)
-        if item is None:
+        held = self._files.pop(fh, None)
+        if held is None:
             return
-        node, h = item
-        if isinstance(h, Entry):
-            if node.opens == 1:
-                self.reader.forget(h)  # its last reader is gone: drop its windows now
-        elif isinstance(h, bytearray) and h and self.hint:
-            self.hint(h.decode("utf-8", "surrogateescape"))  # a last line without a newline
+        node, entry = held
+        if node.kind in FILE_KINDS and node.opens == 1:
+            self.reader.forget(entry)  # its last reader is gone: drop its windows now
         self.ns.closed(node)
-
-    @handler("write", by_handle=True)
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        item = self._files.get(fh)
-        if item is None or not isinstance(item[1], bytearray):
-            raise pyfuse3.FUSEError(errno.EROFS)
-        pending = item[1]
-        pending += buf
-        *lines, rest = pending.split(b"\n")
-        pending[:] = rest
-        assert self.hint is not None
-        for line in lines:
-            if line.strip():
-                self.hint(line.decode("utf-8", "surrogateescape"))
-        return len(buf)
-
-    @handler("setattr")
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
-        if inode == PREFETCH_INO and not (fields.update_mode or fields.update_uid
-                                          or fields.update_gid):
-            return self.attrs(self._node(inode))  # O_TRUNC and utimes on the hints file: no-op
-        raise pyfuse3.FUSEError(errno.EROFS)
 
     # -- extended attributes ---------------------------------------------------------------------
 
     def _xattrs(self, node: Node) -> dict[str, bytes]:
         e = node.entry
+        if node.ino == ROOT_INO and self.control_path:
+            out = {CONTROL_XATTR: self.control_path.encode()}
+        else:
+            out = {}
         if e.bucket is None or e.kind in (Kind.CONTROL_DIR, Kind.CONTROL_FILE):
-            return {}
-        out = {"bucket": e.bucket.name, "provider": e.bucket.provider}
+            return out
+        ais = {"bucket": e.bucket.name, "provider": e.bucket.provider}
         if e.bucket.namespace:
-            out["namespace"] = e.bucket.namespace
+            ais["namespace"] = e.bucket.namespace
         if e.kind in (Kind.FILE, Kind.ARCHIVE):
-            out["name"] = e.path
-            out["size"] = str(e.size)
+            ais["name"] = e.path
+            ais["size"] = str(e.size)
             if e.version:
-                out["version"] = e.version
+                ais["version"] = e.version
             if e.checksum:
-                out["checksum"] = e.checksum
-                out["checksum_type"] = self.ns.checksum_types.get(e.bucket, "")
-        elif e.kind in (Kind.MEMBER, Kind.MEMBER_DIR):
-            out["archive"] = e.path
-            out["archpath"] = e.member
+                ais["checksum"] = e.checksum
+                ais["checksum_type"] = self.ns.checksum_types.get(e.bucket, "")
+            if e.kind is Kind.ARCHIVE:
+                ais["error"] = self.ns.archive_problem(e)  # why it lists no members
+        elif e.kind in (Kind.MEMBER, Kind.MEMBER_DIR, Kind.MEMBER_LINK):
+            ais["archive"] = e.path
+            ais["archpath"] = e.member
             if e.kind is Kind.MEMBER:
-                out["size"] = str(e.size)
+                ais["size"] = str(e.size)
         elif e.kind is Kind.DIR:
-            out["prefix"] = e.path + "/" if e.path else ""
-        return {XATTR_PREFIX + k: v.encode() for k, v in out.items() if v != ""}
+            ais["prefix"] = e.path + "/" if e.path else ""
+        out.update({XATTR_PREFIX + k: v.encode() for k, v in ais.items() if v != ""})
+        return out
 
     @handler("getxattr")
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
@@ -341,7 +396,7 @@ class AisOperations(pyfuse3.Operations):
             await self.ns.load_bucket_props(node.entry.bucket)
         return [k.encode() for k in self._xattrs(node)]
 
-    # -- the rest ----------------------------------------------------------------------------------
+    # -- the rest --------------------------------------------------------------------------------
 
     @handler("statfs")
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
@@ -352,22 +407,23 @@ class AisOperations(pyfuse3.Operations):
         s.f_bfree = s.f_bavail = 0  # read-only: no room to write
         s.f_files = len(self.ns.nodes)
         s.f_ffree = s.f_favail = 0
-        s.f_namemax = 255
+        s.f_namemax = NAME_MAX
         return s
 
     @handler("access")
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
         node = self._node(inode)
-        if mode & os.W_OK and not (inode == PREFETCH_INO and self.hint):
+        if mode & os.W_OK:
             raise pyfuse3.FUSEError(errno.EROFS)
         if mode & os.X_OK and node.kind not in DIR_KINDS:
             return bool(self.look.file_mode & 0o111)
         return True
 
     async def _read_only(self, *args: Any) -> None:
+        self.fuse_ops["write-type"] += 1
         raise pyfuse3.FUSEError(errno.EROFS)
 
-    mknod = mkdir = symlink = link = create = _read_only
+    mknod = mkdir = symlink = link = create = write = setattr = _read_only
     unlink = rmdir = rename = setxattr = removexattr = _read_only
 
 
@@ -377,7 +433,8 @@ def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict],
         "version": __version__,
         "pid": os.getpid(),
         "time": time.time(),
-        "fs": dict(ops.counters),
+        "fs": dict(ops.counters, kernel_open=ops.kernel_open),
+        "fuse": dict(ops.fuse_ops),
         "namespace": dict(ops.ns.counters, nodes=len(ops.ns.nodes)),
         "client": client_counters(),
     }

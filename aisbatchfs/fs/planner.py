@@ -17,11 +17,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aisbatchfs.fs.namespace import Entry, Listing, Namespace
 
 START_WINDOW = 8
+
+
+@dataclass
+class Plan:
+    """What one access predicts."""
+
+    fetch: list[Entry] = field(default_factory=list)  # to fetch ahead now, in order
+    # one of `fetch` whose read should reach the daemon (keep it out of the kernel's cache):
+    # when the reader gets there, the next window is due
+    tripwire: Entry | None = None
+    passed: list[Entry] = field(default_factory=list)  # files the reader went past since
 
 
 @dataclass
@@ -46,11 +57,11 @@ class Planner:
         self._streams: OrderedDict[tuple, _Stream] = OrderedDict()
         self._carry = START_WINDOW  # the window of the last stream read to its end in order
 
-    def accessed(self, entry: Entry) -> list[Entry]:
-        """A file is being opened: what to fetch ahead of the reader now (maybe nothing)."""
+    def accessed(self, entry: Entry) -> Plan:
+        """A file is being read: what to fetch ahead of the reader now (maybe nothing)."""
         found = self.ns.parent_listing(entry)
         if found is None:
-            return []
+            return Plan()
         dir_key, listing = found
         st = self._streams.get(dir_key)
         if st is None or st.listing is not listing:
@@ -63,11 +74,13 @@ class Planner:
         self._streams.move_to_end(dir_key)
         i = st.index.get(entry.name)
         if i is None:
-            return []
+            return Plan()
+        plan = Plan()
         following = st.pos == -1 or st.pos < i <= st.frontier  # a first read, or in order
         if following:
             if i == st.pos + 1 and st.window == 0:
                 st.window = 2
+            plan.passed = list(st.order[st.pos + 1:i])
         else:  # a jump: start over here, with less confidence
             st.window //= 2
             st.frontier = i + 1
@@ -77,16 +90,19 @@ class Planner:
         if st.in_order and i == len(st.order) - 1:
             self._carry = max(st.window, START_WINDOW)  # read whole in order: the next directory
         if st.window == 0 or st.frontier - i - 1 > st.window // 2:
-            return []
+            return plan
         end = min(st.frontier + st.window, len(st.order))
-        out = []
         nbytes = 0
         for e in st.order[st.frontier:end]:
-            if out and nbytes + e.size > self.max_bytes:
+            if plan.fetch and nbytes + e.size > self.max_bytes:
                 break
-            out.append(e)
+            plan.fetch.append(e)
             nbytes += e.size
-        st.frontier += len(out)
+        st.frontier += len(plan.fetch)
         if following:  # confidence grows only while the reader follows the listing
             st.window = min(st.window * 2, self.max_items)
-        return out
+        if plan.fetch:
+            # the reader at fetch[t] finds no more than half the next window ahead of it
+            t = max(0, len(plan.fetch) - 1 - st.window // 2)
+            plan.tripwire = plan.fetch[t]
+        return plan

@@ -16,8 +16,9 @@ daemon), the inode is all a READ carries. Two kinds of files:
   HDF5 do not fetch far more than they read); a seek starts a new stream; a sequential
   reader gets its next window fetched in the background. Windows count against the byte
   budget (read-ahead only from free budget); with no room, a read fetches just its own
-  bytes. Nothing says a reader has left, so streams unused for `idle` seconds are dropped
-  and their reservations released.
+  bytes. A stream that reads to the end of its file is dropped at once; since nothing else
+  says a reader has left, streams unused for `idle` seconds are dropped too, and their
+  reservations released.
 
 Every fetch checks the object is still the one listed (size, version, checksum), so no read
 mixes bytes of two versions. After a failed fetch the kernel retries the same page at once
@@ -34,11 +35,12 @@ from dataclasses import dataclass, field
 import trio
 
 from aisbatchfs.ais.api import AisApi, Buffer
-from aisbatchfs.ais.errors import AisError, ProtocolError
+from aisbatchfs.ais.errors import AisError, DeadlineExceeded, ProtocolError
 from aisbatchfs.ais.models import Item
 from aisbatchfs.fs.batcher import Batcher
 from aisbatchfs.fs.cache import ReadCache, Reservation
 from aisbatchfs.fs.namespace import Entry, Kind, Namespace
+from aisbatchfs.fs.pagecache import KernelCache
 from aisbatchfs.fs.planner import Planner
 
 MiB = 1 << 20
@@ -96,6 +98,7 @@ class _Stream:
     next_off: int
     used: float
     size: int = 0  # current window size
+    claimed: int = -1  # where the read under way ends: a read from there continues this stream
     window: _Window | None = None
     ahead: _Ahead | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -115,16 +118,18 @@ class _Stream:
 
 class Reader:
     def __init__(self, ns: Namespace, api: AisApi, cache: ReadCache, batcher: Batcher | None,
-                 planner: Planner | None, cfg: ReaderConfig) -> None:
+                 planner: Planner | None, cfg: ReaderConfig,
+                 kernel: KernelCache | None = None) -> None:
         self.ns = ns
         self.api = api
         self.cache = cache
         self.batcher = batcher
         self.planner = planner
         self.cfg = cfg
+        self.kernel = kernel  # the kernel's page cache: told where the reader is
         self.counters: Counter[str] = Counter()
         self._large: OrderedDict[Item, list[_Stream]] = OrderedDict()
-        self._failed: dict[tuple[Item, int], tuple[float, int, Exception]] = {}
+        self._failed: dict[tuple[Item, int], tuple[float, int | None, AisError]] = {}
         self._streamed: OrderedDict[Item, None] = OrderedDict()  # shards read whole once
         self._nursery: trio.Nursery | None = None
 
@@ -140,7 +145,8 @@ class Reader:
 
     def batched(self, item: Item) -> bool:
         return (self.batcher is not None and self.cfg.batch
-                and 0 < item.size <= self.cfg.max_object and self.cache.cacheable(item.size))
+                and 0 < item.size <= self.cfg.max_object and self.cache.cacheable(item.size)
+                and not self.api.needs_own_read(item))
 
     def accessed(self, entry: Entry) -> None:
         """A file is being read (opened, or its first read arrived): fetch what comes next.
@@ -150,12 +156,20 @@ class Reader:
             return
         if _compressed_member(item) and self.archive_streamable(entry):
             return
-        ahead = [self.ns.item(e) for e in self.planner.accessed(entry)]
-        if ahead:
-            self.batcher.prefetch(ahead)
+        plan = self.planner.accessed(entry)
+        if self.kernel is not None:
+            if plan.tripwire is not None:
+                self.kernel.keep_out(self.ns.item(plan.tripwire))
+            if plan.passed:
+                self.kernel.passed(self.ns.item(e) for e in plan.passed)
+        if plan.fetch:
+            self.batcher.prefetch([self.ns.item(e) for e in plan.fetch])
 
-    async def read(self, entry: Entry, offset: int, size: int) -> Buffer | memoryview:
-        item = self.ns.item(entry)
+    async def read(self, entry: Entry, offset: int, size: int,
+                   version: Item | None = None) -> Buffer | memoryview:
+        """Bytes of the file at `entry`, of `version` if given (the one the kernel holds,
+        which may be older than the entry: then the fetch fails, never mixes versions)."""
+        item = version or self.ns.item(entry)
         if offset >= item.size or size <= 0:
             return b""
         batched = self.batched(item)
@@ -163,9 +177,11 @@ class Reader:
         failed = self._failed.get(key)
         if failed is not None:
             when, progress, error = failed
-            if trio.current_time() - when < FAILURE_MEMORY and progress == self._progress():
+            if trio.current_time() - when < FAILURE_MEMORY and progress in (None, self._progress()):
                 raise error
             del self._failed[key]
+        if self.kernel is not None and offset == 0:
+            self.kernel.missed(item)  # if it was stored ahead, the kernel has let it go
         try:
             if batched:
                 data = await self._small(entry, item)
@@ -176,7 +192,10 @@ class Reader:
         except AisError as e:
             if len(self._failed) > 10_000:
                 self._failed.clear()
-            self._failed[key] = (trio.current_time(), self._progress(), e)
+            # a passing state (timeout, unreachable) is not repeated once the cluster answers
+            # again; a definite answer (missing, changed) is, for the moment
+            transient = e.transient or isinstance(e, DeadlineExceeded)
+            self._failed[key] = (trio.current_time(), self._progress() if transient else None, e)
             raise
 
     def _progress(self) -> int:
@@ -238,7 +257,8 @@ class Reader:
         now = trio.current_time()
         for st in streams:
             w = st.window
-            if (w is not None and w.start <= offset < w.end) or st.next_off == offset or (
+            if (w is not None and w.start <= offset < w.end) or offset in (st.next_off,
+                                                                            st.claimed) or (
                     st.ahead is not None and st.ahead.start == offset):
                 st.used = now
                 return st
@@ -253,6 +273,7 @@ class Reader:
     async def _ranged(self, item: Item, offset: int, size: int) -> Buffer | memoryview:
         end = min(offset + size, item.size)
         st = self._stream_for(item, offset)
+        st.claimed = end  # the kernel's next read-ahead request may come before this one ends
         pieces = []
         async with st.lock:  # concurrent reads of one stream share one fetch
             # A read may span windows (the kernel asks up to its read-ahead size, which can
@@ -270,8 +291,8 @@ class Reader:
                 pieces.append(piece)
                 pos += len(piece)
                 st.next_off = pos
-            if end == item.size and item.size <= self.cfg.whole_max:
-                self._drop_stream(item, st)  # read to its end: the kernel has the pages now
+            if end == item.size:
+                self._drop_stream(item, st)  # read to its end: this reader is done with it
             else:
                 self._read_ahead(item, st, end)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)

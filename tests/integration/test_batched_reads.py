@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -14,7 +16,10 @@ from pathlib import Path
 import pytest
 from aistore.sdk import Client
 
+from aisbatchfs import control
 from tests.conftest import new_bucket_name
+
+pytestmark = pytest.mark.both_open_modes
 
 KiB = 1 << 10
 N = 1000
@@ -187,9 +192,7 @@ def test_hints_are_fetched_ahead_in_the_order_given(mount_small):
     order = names[:]
     random.Random(9).shuffle(order)
     order = order[:300]
-    with open(m.path / ".aisbatchfs" / "prefetch", "w") as f:
-        for n in order:
-            f.write(f"d/{n}\n")
+    assert control.prefetch(str(m.path), (f"d/{n}" for n in order)) == len(order)
     deadline = time.monotonic() + 30
     while m.stats()["hints"].get("queued", 0) < len(order) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -203,21 +206,51 @@ def test_hints_are_fetched_ahead_in_the_order_given(mount_small):
     assert ".aisbatchfs" not in os.listdir(m.path)
 
 
-def test_hint_writers_do_not_interleave(mount_small):
+def test_hint_writers_do_not_interleave_and_a_last_line_counts(mount_small):
+    """Two programs sending hints at once, in pieces: each connection is its own stream, so
+    partial lines never mix; a last line without a newline still counts."""
     m = mount_small()
+    path = os.getxattr(m.path, control.XATTR).decode()
     paths = [f"d/f{i:04d}" for i in range(200)]
-    with open(m.path / ".aisbatchfs" / "prefetch", "w") as a, \
-            open(m.path / ".aisbatchfs" / "prefetch", "w") as b:
-        for p in paths[:100]:  # partial lines from two writers at once
-            a.write(p[:3]); a.flush()
-            b.write(paths[100 + int(p[-3:]) % 100][:3]); b.flush()
-            a.write(p[3:] + "\n"); a.flush()
-            b.write(paths[100 + int(p[-3:]) % 100][3:] + "\n"); b.flush()
-    deadline = time.monotonic() + 30
-    while m.stats()["hints"].get("received", 0) < 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    a, b = (socket.socket(socket.AF_UNIX) for _ in range(2))
+    with a, b:
+        a.connect(path)
+        b.connect(path)
+        a.sendall(b"prefetch\n")
+        b.sendall(b"prefetch\n")
+        for p, q in zip(paths[:100], paths[100:]):
+            a.sendall(p[:3].encode())
+            b.sendall(q[:3].encode())
+            a.sendall(p[3:].encode() + (b"" if p == paths[99] else b"\n"))
+            b.sendall(q[3:].encode() + b"\n")
+        for s in (a, b):
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) == b"ok 100\n"
     hints = m.stats()["hints"]
     assert hints["received"] == 200 and hints.get("ignored", 0) == 0, hints
+
+
+def test_hints_come_only_from_the_user_who_mounted_and_root(mount_small):
+    """The socket lives in a directory only its owner enters; even where another user can
+    reach it, the daemon checks who is calling (SO_PEERCRED) and refuses."""
+    m = mount_small()
+    path = os.getxattr(m.path, control.XATTR).decode()
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    os.chmod(os.path.dirname(path), 0o711)  # as if an admin opened it up
+    os.chmod(path, 0o666)
+    try:
+        script = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+                  "s.sendall(b'prefetch\\nd/f0001\\n'); s.shutdown(socket.SHUT_WR)\n"
+                  "print(s.recv(1000).decode())\n")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", script, path],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        os.chmod(os.path.dirname(path), 0o700)
+    assert r.stdout.startswith("error: permission denied"), (r.stdout, r.stderr)
+    stats = m.stats()
+    assert stats["hints"].get("received", 0) == 0 and stats["control"]["refused"] == 1
+    assert control.prefetch(str(m.path), ["d/f0001"]) == 1  # the owner (root) is taken
 
 
 def test_no_batch_reads_every_file_with_its_own_get(mount_small):
@@ -227,8 +260,8 @@ def test_no_batch_reads_every_file_with_its_own_get(mount_small):
     read_in_order(root, names)
     stats = m.stats()
     assert stats["client"]["calls_get"] == 50 and "batch" not in stats
-    with pytest.raises(OSError):
-        open(m.path / ".aisbatchfs" / "prefetch", "w")
+    with pytest.raises(control.ControlError, match="takes no hints"):
+        control.prefetch(str(m.path), ["d/f0001"])
 
 
 @pytest.mark.parametrize("fmt", [".tgz", ".tar.lz4", ".tar"])

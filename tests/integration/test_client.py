@@ -138,7 +138,7 @@ def test_archive_members_list_and_read(cluster, make_bucket, fmt):
     b.object(f"shard{fmt}.bak").get_writer().put_content(b"not an archive member")
     client = AisClient.from_env(cluster.endpoint)
     bucket = BucketRef(b.name)
-    listed = {m.name: m.size for m in client.list_archive(bucket, f"shard{fmt}")}
+    listed = {m.name: m.size for m in client.list_archive(bucket, f"shard{fmt}").members}
     assert listed == {k: len(v) for k, v in members.items()}
     sdk_listed = {
         e.name for e in b.list_archive(f"shard{fmt}") if e.name.startswith(f"shard{fmt}/")
@@ -163,7 +163,7 @@ def test_members_stored_as_dot_slash_are_readable(cluster, make_bucket, tmp_path
     b.object("x.tar").get_writer().put_content((tmp_path / "x.tar").read_bytes())
     client = AisClient.from_env(cluster.endpoint)
     bucket = BucketRef(b.name)
-    assert {m.name for m in client.list_archive(bucket, "x.tar")} == {"a.txt", "sub/b.txt"}
+    assert {m.name for m in client.list_archive(bucket, "x.tar").members} == {"a.txt", "sub/b.txt"}
     assert client.get_member(bucket, "x.tar", "a.txt") == b"dot slash a"
     assert client.get_member(bucket, "x.tar", "sub/b.txt") == b"dot slash b"
 

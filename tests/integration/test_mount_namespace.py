@@ -16,6 +16,8 @@ from aistore.sdk.types import Namespace as SdkNamespace
 from tests.helpers import make_archive
 from tests.mounting import run
 
+pytestmark = pytest.mark.both_open_modes
+
 
 def put_all(bucket, files: dict[str, bytes], threads: int = 10) -> None:
     with ThreadPoolExecutor(threads) as pool:
@@ -63,7 +65,7 @@ def test_object_beside_prefix_of_the_same_name_shows_the_directory(cluster2, mak
     assert (m.path / pair / "inner").read_bytes() == b"inner"
     assert os.listdir(m.path).count(pair) == 1
     assert m.stats()["namespace"]["shadowed_names"] >= 1
-    assert "is hidden by a dir" in m.log_text()
+    assert "is hidden by the directory" in m.log_text()
 
 
 def test_namespaced_and_plain_buckets_cannot_collide(cluster, mounter):

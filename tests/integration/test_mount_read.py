@@ -13,9 +13,11 @@ import tarfile
 import pytest
 from aistore.sdk import Client
 
-from tests.conftest import new_bucket_name
+from tests.conftest import OPEN_MODES, new_bucket_name
 from tests.helpers import put_tutorial, tutorial_archives, tutorial_objects
 from tests.mounting import mount, run
+
+pytestmark = pytest.mark.both_open_modes
 
 MiB = 1 << 20
 
@@ -49,9 +51,9 @@ def data(cluster):
         b.delete(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
-def mnt(cluster, data, tmp_path_factory):
-    m = mount(cluster.endpoint, tmp_path_factory.mktemp("rd") / "mnt")
+@pytest.fixture(scope="module", params=list(OPEN_MODES))
+def mnt(cluster, data, tmp_path_factory, request):
+    m = mount(cluster.endpoint, tmp_path_factory.mktemp("rd") / "mnt", *OPEN_MODES[request.param])
     yield m
     m.stop()
     print(m.log_text())

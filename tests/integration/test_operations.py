@@ -69,11 +69,13 @@ def test_metrics_move_while_reading(cluster, make_bucket, mounter):
     last = scrape(port)
     assert last["aisbatchfs_batch_items_total"] >= 300
     assert last["aisbatchfs_client_http_requests_total"] > first["aisbatchfs_client_http_requests_total"]
-    # opens reach the daemon; most reads do not (served from pages stored ahead)
-    assert last['aisbatchfs_fuse_op_seconds_count{op="open"}'] >= 300
+    # the kernel opens files by itself, and most reads never reach the daemon (served from
+    # pages stored ahead): a few requests per batch, timed and counted by opcode
+    assert last['aisbatchfs_fuse_op_seconds_count{op="readdir"}'] >= 1
+    assert 1 <= last["aisbatchfs_fuse_read_total"] < 300
     assert last["aisbatchfs_pages_page_stores_total"] > 0
     assert last["aisbatchfs_cache_budget"] > 0
-    counts = [s.get("aisbatchfs_fs_opens_total", 0) for s in seen]
+    counts = [s.get("aisbatchfs_batch_items_total", 0) for s in seen]
     assert counts == sorted(counts) and len(set(counts)) > 1  # moving during the reads
 
 
@@ -146,13 +148,13 @@ def test_the_readme_dataloader_example_reads_what_the_sdk_put(cluster, make_buck
     b = make_bucket(cluster)
     put_files(b, 120, 3000, prefix="train/")
     m = mounter(cluster.endpoint, "--bucket", b.name)
-    which, items = load_all(str(m.path / "train"), str(m.path), workers=4)
+    which, items, announced = load_all(str(m.path / "train"), workers=4)
     print(f"loader that ran: {which}")
     assert which in ("torch", "fork-pool")
-    assert len(items) == 120
+    assert len(items) == 120 and announced == 120
     for rel, data in items:
         assert data == b.object(f"train/{rel}").get_reader().read_all()
-    assert m.stats()["hints"]["received"] == 120
+    assert m.stats()["hints"]["received"] == 120  # the epoch's order, announced as it began
     readme = (REPO / "README.md").read_text()
     import inspect
 

@@ -38,7 +38,7 @@ def read_all(p: Planner, entries: list[Entry]) -> tuple[list[Entry], list[int]]:
     """Open every entry in order; return what was predicted (in order) and the batch sizes."""
     predicted, sizes = [], []
     for e in entries:
-        ahead = p.accessed(e)
+        ahead = p.accessed(e).fetch
         if ahead:
             predicted += ahead
             sizes.append(len(ahead))
@@ -59,7 +59,7 @@ def test_a_sequential_reader_always_has_files_requested_ahead_of_it():
     p = planner(FakeNamespace(d))
     asked = 0  # files 1..asked have been requested
     for i, e in enumerate(d[2]):
-        asked += len(p.accessed(e))
+        asked += len(p.accessed(e).fetch)
         assert asked - i >= min(START_WINDOW, len(d[2]) - 1 - i), i
 
 
@@ -83,7 +83,7 @@ def test_a_directory_read_whole_in_order_hands_its_window_to_the_next():
     shards = [listing(f"s{k}", 250) for k in range(3)]
     p = planner(FakeNamespace(*shards))
     read_all(p, shards[0][2])
-    first = p.accessed(shards[1][2][0])
+    first = p.accessed(shards[1][2][0]).fetch
     assert len(first) == 256 - 7  # the window reached in s0 (256 items), not 8 again
     assert first[0] is shards[1][2][1]
 
@@ -92,10 +92,39 @@ def test_a_directory_not_read_in_order_hands_nothing_on():
     shards = [listing(f"s{k}", 250) for k in range(2)]
     p = planner(FakeNamespace(*shards))
     read_all(p, shards[0][2][:100] + shards[0][2][150:])  # skips 50 files
-    assert len(p.accessed(shards[1][2][0])) == START_WINDOW
+    assert len(p.accessed(shards[1][2][0]).fetch) == START_WINDOW
 
 
 def test_files_of_unlisted_directories_predict_nothing():
     d = listing("d", 10)
     p = planner(FakeNamespace())
-    assert p.accessed(d[2][0]) == []
+    assert p.accessed(d[2][0]).fetch == []
+
+
+def test_a_reader_seen_only_at_tripwires_is_always_ahead_of_itself():
+    """Without OPEN, files stored ahead in the kernel's cache are read without a word to the
+    daemon: the planner hears only of the first read and of each window's tripwire (a file
+    left out of the kernel's cache). That is enough for every file to be requested before the
+    reader gets to it, at one daemon read per window."""
+    d = listing("d", 5000)
+    p = planner(FakeNamespace(d), max_items=256)
+    requested: set[str] = set()
+    tripwires: set[str] = set()
+    heard = 0
+    for i, e in enumerate(d[2]):
+        if i == 0 or e.name in tripwires or e.name not in requested:
+            heard += 1
+            plan = p.accessed(e)
+            requested.update(f.name for f in plan.fetch)
+            if plan.tripwire is not None:
+                tripwires.add(plan.tripwire.name)
+        if i + 1 < len(d[2]):
+            assert d[2][i + 1].name in requested, i  # the next file is on its way already
+    assert heard <= 5000 // 256 + 8, heard
+
+
+def test_the_planner_says_which_files_the_reader_went_past():
+    d = listing("d", 100)
+    p = planner(FakeNamespace(d))
+    p.accessed(d[2][0])
+    assert [e.name for e in p.accessed(d[2][5]).passed] == [f"f{i:04d}" for i in range(1, 5)]

@@ -1,0 +1,70 @@
+"""Whether the cluster can give a whole picture right now: its map's storage targets.
+
+While a target is paused, restarting or rejoining, the cluster map lacks it (a target that
+stops answering leaves the map after a keepalive timeout, ~35 s; one that comes back is in
+it again ~5 s later), and meanwhile listings hold only what the other targets have and a
+GET of its objects can say 404. No listing flag says so; the map's target count does. The
+most targets ever seen is "whole"; fewer is degraded. A cluster that really shrank
+(decommissioned targets) is taken as whole again once the smaller map has held for
+ADOPT_AFTER seconds. The map is asked at most every REFRESH seconds; if it cannot be read
+(no permission, no answer) the cluster is taken as whole: nothing is held back on a guess.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from aisbatchfs.ais.api import AisApi
+from aisbatchfs.ais.errors import AisError
+
+log = logging.getLogger(__name__)
+
+REFRESH = 2.0  # seconds a reading of the map is trusted
+ADOPT_AFTER = 600.0  # seconds a smaller map must hold before it counts as whole
+
+
+class ClusterWatch:
+    def __init__(self, api: AisApi) -> None:
+        self.api = api
+        self.most = 0  # storage targets in the fullest map seen
+        self.counters = {"map_reads": 0, "degraded_seen": 0}
+        self._reason: str | None = None
+        self._read_at = -REFRESH
+        self._short_since: float | None = None  # since when the map has lacked targets
+        self._lock = trio.Lock()
+
+    async def degraded(self) -> str | None:
+        """None when the map holds every target ever seen (or cannot be read), else why not,
+        e.g. 'has 1 of 2 storage targets'."""
+        async with self._lock:  # concurrent listings share one reading
+            now = trio.current_time()
+            if now - self._read_at < REFRESH:
+                return self._reason
+            self._read_at = now
+            self.counters["map_reads"] += 1
+            try:
+                smap = await self.api.cluster_map()
+            except AisError as e:
+                log.debug("cluster map: %s", e)
+                self._reason = None
+                return None
+            self.most = max(self.most, smap.targets)
+            active = smap.active
+            if active >= self.most and smap.targets:
+                self._short_since, self._reason = None, None
+                return None
+            if self._short_since is None:
+                self._short_since = now
+            elif now - self._short_since > ADOPT_AFTER and active:
+                log.info("the cluster has had %d storage targets (of %d seen) for %.0fs: "
+                         "taking that as whole", active, self.most, now - self._short_since)
+                self.most, self._short_since, self._reason = active, None, None
+                return None
+            self.counters["degraded_seen"] += 1
+            self._reason = f"has {active} of {self.most} storage targets"
+            return self._reason
+
+    def stats(self) -> dict:
+        return dict(self.counters, most_targets=self.most)
