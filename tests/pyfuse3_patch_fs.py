@@ -1,7 +1,8 @@
 """A tiny pyfuse3 file system that counts the requests it gets, for test_pyfuse3_patch.py.
 
     python tests/pyfuse3_patch_fs.py MOUNTPOINT --report FILE [--open enosys|fh]
-                                     [--opendir int|keep|nokeep] [--files N] [--debug]
+                                     [--opendir int|keep|nokeep] [--files N]
+                                     [--slow-lookup SECONDS] [--serial-dirops] [--debug]
 
 The root directory holds regular files of the same size and different bytes: a.txt, b.txt
 and, with --files N > 2, f002.txt ... up to N files. After
@@ -15,7 +16,13 @@ test can tell what reached the daemon and what the kernel answered by itself.
 --opendir int    opendir returns an int, as stock pyfuse3 requires
 --opendir keep   opendir returns FileInfo(fh, keep_cache=True, cache_readdir=True)
 --opendir nokeep opendir returns FileInfo(fh, keep_cache=False, cache_readdir=True)
+--slow-lookup S  add slow.txt, whose lookup answers only after S seconds (trio.sleep)
+--serial-dirops  enable_parallel_dirops = False (pyfuse3 patch 2): the kernel then sends one
+                 lookup or readdir of a directory at a time (without it: True)
 --debug          mount with libfuse's debug option (every request and the INIT flags on stderr)
+
+The report also has the names whose lookup is under way ("pending") and the most lookups that
+were under way at once ("max_pending"): 2 or more only if the kernel sent them in parallel.
 
 Unmount with fusermount3 -u; the daemon then exits 0.
 """
@@ -34,6 +41,7 @@ import pyfuse3
 import trio
 
 ROOT = pyfuse3.ROOT_INODE
+SLOW_NAME = b"slow.txt"
 SIZE = 3 * 4096 + 100  # more than a page, not a multiple of one
 TIMEOUT = 300.0  # the kernel keeps entries and attributes for the whole test
 
@@ -53,9 +61,14 @@ FILES = make_files()
 class CountingFs(pyfuse3.Operations):
     read_with_inode = True  # read(fh, off, size, inode) with the patch; ignored by stock pyfuse3
 
-    def __init__(self, report: str, open_mode: str, opendir_mode: str, nfiles: int = 2) -> None:
+    def __init__(self, report: str, open_mode: str, opendir_mode: str, nfiles: int = 2,
+                 slow_lookup: float = 0.0) -> None:
         super().__init__()
         self.files = make_files(nfiles)
+        self.slow_lookup = slow_lookup
+        if slow_lookup:
+            ino = ROOT + 1 + len(self.files)
+            self.files[SLOW_NAME] = (ino, (b"slow" * (SIZE // 4 + 1))[:SIZE])
         self.by_inode = {ino: data for ino, data in self.files.values()}
         self.report = report
         self.open_mode = open_mode
@@ -63,6 +76,8 @@ class CountingFs(pyfuse3.Operations):
         self.counts: Counter[str] = Counter()
         self.reads: list[list[int | None]] = []
         self.open_flags: list[int] = []
+        self.pending: list[str] = []
+        self.max_pending = 0
         self.fhs = itertools.count(1)
         self.write_report()
 
@@ -74,6 +89,7 @@ class CountingFs(pyfuse3.Operations):
         tmp = self.report + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"counts": self.counts, "reads": self.reads, "open_flags": self.open_flags,
+                       "pending": self.pending, "max_pending": self.max_pending,
                        "pyfuse3": pyfuse3.__version__}, f)
         os.replace(tmp, self.report)
 
@@ -97,9 +113,18 @@ class CountingFs(pyfuse3.Operations):
 
     async def lookup(self, parent_inode, name, ctx=None):
         self.count("lookup")
-        if parent_inode != ROOT or name not in self.files:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return self.attrs(self.files[name][0])
+        self.pending.append(name.decode(errors="replace"))
+        self.max_pending = max(self.max_pending, len(self.pending))
+        self.write_report()
+        try:
+            if name == SLOW_NAME and self.slow_lookup:
+                await trio.sleep(self.slow_lookup)
+            if parent_inode != ROOT or name not in self.files:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return self.attrs(self.files[name][0])
+        finally:
+            self.pending.remove(name.decode(errors="replace"))
+            self.write_report()
 
     async def open(self, inode, flags, ctx):
         self.open_flags.append(flags)
@@ -149,9 +174,13 @@ def main() -> None:
     ap.add_argument("--open", choices=["enosys", "fh"], default="enosys")
     ap.add_argument("--opendir", choices=["int", "keep", "nokeep"], default="int")
     ap.add_argument("--files", type=int, default=2)
+    ap.add_argument("--slow-lookup", type=float, default=0.0)
+    ap.add_argument("--serial-dirops", action="store_true")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args()
-    fs = CountingFs(args.report, args.open, args.opendir, args.files)
+    fs = CountingFs(args.report, args.open, args.opendir, args.files, args.slow_lookup)
+    # read by pyfuse3's init handler (patch 2), whatever its default; stock pyfuse3 ignores it
+    fs.enable_parallel_dirops = not args.serial_dirops
     options = set(pyfuse3.default_options) | {"fsname=pyfuse3-patch-test", "ro"}
     if args.debug:
         options.add("debug")

@@ -1,4 +1,4 @@
-"""patches/pyfuse3-3.5.0-read-inode-opendir-fileinfo.patch works on a real mount.
+"""patches/pyfuse3-3.5.0-*.patch and patches/libfuse-3.14.0-*.patch work on a real mount.
 
 No AIStore here: a tiny pyfuse3 file system (tests/pyfuse3_patch_fs.py) runs as a subprocess
 and writes how many requests of each kind reached it to a report file. With the patch:
@@ -10,13 +10,23 @@ and writes how many requests of each kind reached it to a report file. With the 
 - `opendir` may return FileInfo(fh, keep_cache=..., cache_readdir=...): with both set, a second
   listing of the directory is served by the kernel and never reaches `readdir`.
 
+With the libfuse patch (FUSE_PARALLEL_DIROPS passed on to the kernel) and pyfuse3's
+`Operations.enable_parallel_dirops` (pyfuse3 patch 2; the test file system sets it):
+
+- the INIT reply that libfuse sends (seen with -o debug) carries FUSE_PARALLEL_DIROPS;
+- a lookup in a directory answers at once while a lookup of another name in the same directory
+  is still under way; without the flag the kernel holds it until the first one is answered.
+  `enable_parallel_dirops = False` is the control: there the second lookup does wait.
+
 Everything that touches the mount runs in a child process with a timeout, and teardown always
 unmounts (fusermount3 -u, then -uz) and kills the daemon, so a broken pyfuse3 fails, not hangs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 import time
@@ -29,9 +39,17 @@ import pytest
 from tests.mounting import force_unmount, is_mounted
 
 DAEMON = Path(__file__).resolve().parent.parent / "pyfuse3_patch_fs.py"
-PATCH = "patches/pyfuse3-3.5.0-read-inode-opendir-fileinfo.patch"
+PATCH = "patches/pyfuse3-3.5.0-1-read-inode-opendir-fileinfo.patch"
+DIROPS_PATCHES = ("patches/libfuse-3.14.0-1-pass-parallel-dirops.patch (libfuse) and "
+                  "patches/pyfuse3-3.5.0-2-enable-parallel-dirops.patch (pyfuse3)")
 NAMES = ["a.txt", "b.txt"]
 CLIENT_TIMEOUT = 30
+FUSE_PARALLEL_DIROPS = 1 << 18  # an INIT reply flag, include/fuse_kernel.h
+SLOW = 5.0  # seconds the lookup of slow.txt takes
+STAT_TIMED = ("import json, os, sys, time\n"
+              "t = time.monotonic()\n"
+              "os.stat(os.path.join(sys.argv[1], sys.argv[2]))\n"
+              "print(json.dumps(time.monotonic() - t))")
 
 
 def require_patched_pyfuse3() -> None:
@@ -49,6 +67,22 @@ def require_patched_pyfuse3() -> None:
             f"{' and '.join(missing)}. Build it with {PATCH} applied: run scripts/bootstrap.",
             pytrace=False,
         )
+
+
+def require_enable_parallel_dirops() -> None:
+    import pyfuse3
+
+    if not hasattr(pyfuse3.Operations, "enable_parallel_dirops"):
+        pytest.fail(f"pyfuse3 {pyfuse3.__version__} lacks Operations.enable_parallel_dirops: build "
+                    f"it with {DIROPS_PATCHES} applied: run scripts/bootstrap.", pytrace=False)
+
+
+def pyfuse3_libfuse() -> str:
+    """ldd of the pyfuse3 extension module: which libfuse3.so it loads."""
+    so = importlib.util.find_spec("pyfuse3").origin
+    r = subprocess.run(["ldd", so], capture_output=True, text=True, timeout=30)
+    lines = [ln.strip() for ln in r.stdout.splitlines() if "libfuse" in ln]
+    return f"{so} loads: {'; '.join(lines) or r.stdout + r.stderr}"
 
 
 @dataclass
@@ -97,23 +131,51 @@ class PatchFs:
 
     def log_text(self) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else "(none)"
-        return "daemon log:\n" + text
+        return "daemon log:\n" + text[-6000:]
+
+    def wait_report(self, what: str, ok: Callable[[dict], bool], limit: float = 10.0) -> dict:
+        deadline = time.monotonic() + limit
+        while not ok(rep := self.report()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not happen in {limit}s: {rep}\n{self.log_text()}",
+                            pytrace=False)
+            time.sleep(0.05)
+        return rep
+
+    def init_reply_flags(self, limit: float = 10.0) -> int:
+        """The flags of libfuse's INIT reply, from its -o debug trace: the kernel's INIT comes
+        first ("INIT: 7.x" and "flags=0x..."), then the reply, indented by three spaces."""
+        deadline = time.monotonic() + limit
+        while True:
+            text = self.log.read_text(errors="replace") if self.log.exists() else ""
+            m = re.search(r"^   INIT: \d+\.\d+\n   flags=0x([0-9a-fA-F]+)$", text, re.M)
+            if m:
+                return int(m[1], 16)
+            if time.monotonic() > deadline:
+                pytest.fail(f"no INIT reply in the -o debug trace after {limit}s\n"
+                            f"{self.log_text()}", pytrace=False)
+            time.sleep(0.05)
 
 
 @pytest.fixture
 def start_fs(tmp_path) -> Iterator[Callable[..., PatchFs]]:
-    """start_fs(open_mode, opendir_mode) mounts tests/pyfuse3_patch_fs.py at a fresh directory."""
+    """start_fs(open_mode, opendir_mode, ...) mounts tests/pyfuse3_patch_fs.py at a fresh
+    directory; slow_lookup, serial_dirops and debug are its --slow-lookup, --serial-dirops and
+    --debug."""
     started: list[PatchFs] = []
 
-    def start(open_mode: str = "enosys", opendir_mode: str = "int") -> PatchFs:
+    def start(open_mode: str = "enosys", opendir_mode: str = "int", *, slow_lookup: float = 0,
+              serial_dirops: bool = False, debug: bool = False) -> PatchFs:
         n = len(started)
         mnt, report, log = (tmp_path / f"mnt{n}", tmp_path / f"report{n}.json",
                             tmp_path / f"fs{n}.log")
         mnt.mkdir()
+        extra = (["--slow-lookup", str(slow_lookup)] if slow_lookup else []) + \
+            (["--serial-dirops"] if serial_dirops else []) + (["--debug"] if debug else [])
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, str(DAEMON), str(mnt), "--report", str(report),
-                 "--open", open_mode, "--opendir", opendir_mode],
+                 "--open", open_mode, "--opendir", opendir_mode, *extra],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         fs = PatchFs(mnt, proc, report, log)
         started.append(fs)
@@ -212,3 +274,63 @@ def test_second_listdir_reaches_readdir_only_without_the_cache(start_fs, opendir
             f"keep_cache=True, cache_readdir=True")
     else:
         assert again >= 1, f"the second listdir was served from a cache (opendir={opendir_mode})"
+
+
+@pytest.mark.parametrize("serial", [False, True], ids=["parallel", "serial-control"])
+def test_init_reply_carries_parallel_dirops(start_fs, serial):
+    if serial:
+        require_enable_parallel_dirops()
+    fs = start_fs(debug=True, serial_dirops=serial)
+    flags = fs.init_reply_flags()
+    print(f"INIT reply flags 0x{flags:08x} (enable_parallel_dirops={not serial});",
+          pyfuse3_libfuse())
+    if serial:
+        assert not flags & FUSE_PARALLEL_DIROPS, (
+            f"INIT reply flags 0x{flags:08x} carry FUSE_PARALLEL_DIROPS although the file system "
+            f"set enable_parallel_dirops = False")
+    else:
+        assert flags & FUSE_PARALLEL_DIROPS, (
+            f"the INIT reply flags 0x{flags:08x} lack FUSE_PARALLEL_DIROPS "
+            f"(0x{FUSE_PARALLEL_DIROPS:x}): the kernel serializes lookup and readdir per "
+            f"directory. pyfuse3 needs a libfuse that passes the flag on, and to ask for it: "
+            f"{DIROPS_PATCHES}, via scripts/bootstrap. {pyfuse3_libfuse()}")
+
+
+@pytest.mark.parametrize("serial", [False, True], ids=["parallel", "serial-control"])
+def test_a_slow_lookup_holds_up_no_other_lookup_in_its_directory(start_fs, serial):
+    """stat(slow.txt) waits SLOW seconds in the daemon; stat(a.txt) in the same directory,
+    started while it waits, answers at once, unless the kernel serializes the directory's
+    lookups (the control, enable_parallel_dirops = False)."""
+    if serial:
+        require_enable_parallel_dirops()
+    fs = start_fs(slow_lookup=SLOW, serial_dirops=serial)
+    slow = subprocess.Popen([sys.executable, "-c", STAT_TIMED, str(fs.path), "slow.txt"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fs.wait_report("the lookup of slow.txt", lambda r: "slow.txt" in r["pending"])
+        fast = fs.client(STAT_TIMED, "a.txt")
+        try:
+            out, err = slow.communicate(timeout=SLOW + 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"stat(slow.txt) did not return in {SLOW + 30}s\n{fs.log_text()}",
+                        pytrace=False)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait(timeout=10)
+    assert slow.returncode == 0, err
+    rep = fs.report()
+    print(f"enable_parallel_dirops={not serial}: stat(a.txt) took {fast:.3f}s while the lookup "
+          f"of slow.txt took {json.loads(out):.3f}s; most lookups under way at once: "
+          f"{rep['max_pending']}; {pyfuse3_libfuse()}")
+    if serial:
+        assert fast > SLOW / 2 and rep["max_pending"] == 1, (
+            f"the control failed: with enable_parallel_dirops = False, stat(a.txt) took {fast:.3f}s"
+            f" and {rep['max_pending']} lookups were under way at once; the test cannot tell "
+            f"serialized lookups apart")
+    else:
+        assert fast < 1.0 and rep["max_pending"] >= 2, (
+            f"stat(a.txt) took {fast:.3f}s while a lookup of slow.txt ({SLOW}s) was under way "
+            f"in the same directory, with {rep['max_pending']} lookup(s) at once: the kernel "
+            f"serializes the directory's lookups (no FUSE_PARALLEL_DIROPS). pyfuse3 needs "
+            f"{DIROPS_PATCHES}, via scripts/bootstrap. {pyfuse3_libfuse()}")
