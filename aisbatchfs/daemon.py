@@ -24,6 +24,7 @@ import trio
 
 from aisbatchfs import logs, service
 from aisbatchfs.ais import (
+    AccessDenied,
     AisClient,
     AisError,
     BucketNotFound,
@@ -33,11 +34,12 @@ from aisbatchfs.ais import (
     Deadlines,
 )
 from aisbatchfs.ais.aio import ThreadedAis
+from aisbatchfs.ais.transport import TLSFailure
 from aisbatchfs.fs.batcher import Batcher, BatcherConfig
 from aisbatchfs.fs.cache import ReadCache
 from aisbatchfs.fs.clustermap import ClusterWatch
 from aisbatchfs.fs.hints import Hints
-from aisbatchfs.fs.namespace import Entry, Kind, Namespace
+from aisbatchfs.fs.namespace import CONTROL_DIR, Entry, Kind, Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
 from aisbatchfs.fs.control import ControlServer, socket_path_for
 from aisbatchfs.fs.pagecache import KernelCache
@@ -177,6 +179,11 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                 client.list_buckets, None, timeout=check))
     except BucketNotFound as e:
         raise MountError(f"bucket {target.bucket} does not exist ({e.message})") from None
+    except AccessDenied as e:
+        raise MountError(f"{target.endpoint} refused access: {e.message}"
+                         f"{_access_hint(e)}") from None
+    except TLSFailure as e:
+        raise MountError(f"cannot reach {target.endpoint}: {_cause(e)}{_tls_hint(e)}") from None
     except AisError as e:
         raise MountError(f"cannot reach {target.endpoint}: {_cause(e)}") from None
     cluster = ClusterWatch(ais)
@@ -287,8 +294,10 @@ async def _on_signals(scope: trio.CancelScope, settings: MountSettings,
         async for signum in signals:
             if signum == signal.SIGHUP:
                 if settings.token_file:
-                    client.transport.set_token(read_token(settings.token_file))
-                    log.info("SIGHUP: token re-read from the token file")
+                    # an empty or unreadable file keeps the token in use
+                    changed = client.transport.reload_token("SIGHUP")
+                    log.info("SIGHUP: token re-read from the token file%s",
+                             "" if changed else " (unchanged)")
                 continue
             log.info("%s: unmounting", signal.Signals(signum).name)
             scope.cancel()
@@ -323,6 +332,23 @@ def _cause(e: AisError) -> str:
     return message
 
 
+def _access_hint(e: AccessDenied) -> str:
+    if e.status == 401 and e.message.startswith("authentication required"):
+        return " (give a token with -o token_file=PATH or AIS_AUTHN_TOKEN)"
+    if e.status == 401:
+        return " (the token is invalid, expired or revoked)"
+    return ""  # 403: the server's message names the missing permission
+
+
+def _tls_hint(e: TLSFailure) -> str:
+    if "certificate verify failed" in e.message:
+        return " (trust the cluster's CA with -o client_ca=PATH, or -o skip_verify)"
+    if "alert" in e.message:  # the cluster refused our certificate, or its absence
+        return (" (the cluster wants a client certificate it trusts: "
+                "-o client_cert=PATH -o client_key=PATH)")
+    return ""
+
+
 def read_token(path: str) -> str | None:
     try:
         with open(path) as f:
@@ -338,6 +364,8 @@ def client_config(settings: MountSettings, target: Target) -> ClientConfig:
     token = (read_token(settings.token_file) if settings.token_file
              else os.environ.get("AIS_AUTHN_TOKEN") or None)
     verify: bool | str = False if settings.skip_verify else (settings.client_ca or True)
+    if bool(settings.client_cert) != bool(settings.client_key):
+        raise MountError("client_cert and client_key go together: give both or neither")
     cert = ((settings.client_cert, settings.client_key)
             if settings.client_cert and settings.client_key else None)
     return ClientConfig(
@@ -354,6 +382,8 @@ async def _announce_ready(mountpoint: str, ready: Callable[[str | None], None],
         while not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
             await trio.sleep(0.02)
         await trio.to_thread.run_sync(os.stat, mountpoint)
+        # the control directory's entry, kept by the kernel from now on (see operations.py)
+        await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, CONTROL_DIR))
     if waited.cancelled_caught:
         log.error("%s did not answer within 30s of mounting; unmounting", mountpoint)
         ready(f"{mountpoint} did not answer within 30s of mounting")

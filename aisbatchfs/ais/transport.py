@@ -9,24 +9,35 @@ DeadlineExceeded, and urllib3 discards the dead connection instead of returning 
 
 Metadata calls (list, HEAD) and data calls (GET, GetBatch streams) use separate pools, so a
 listing never queues behind long streams.
+
+Tokens: the token goes on each request (never into a session's defaults). With a token source
+(the daemon's token_file), a token is re-read shortly before the `exp` its JWT payload names
+(read without verifying: only the cluster can), and again when the cluster answers 401; one
+request is retried with a new token. A token never appears in an error message: AIStore's 401
+replies can quote it, and those messages end up in logs.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import heapq
 import http.client
 import json
 import itertools
+import logging
+import math
 import random
+import re
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
@@ -36,14 +47,75 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from aisbatchfs import __version__
 from aisbatchfs.ais.config import ClientConfig
 from aisbatchfs.ais.errors import (
+    AccessDenied,
     AisError,
     DeadlineExceeded,
     RequestRejected,
+    Throttled,
     Unavailable,
     error_from_response,
 )
 
+log = logging.getLogger("aisbatchfs.ais")
+
 _current = threading.local()  # the _Call running on this thread, seen by the connections
+
+
+class TLSFailure(Unavailable):
+    """A TLS failure that retrying cannot fix: the cluster's certificate does not verify, the
+    cluster refused our certificate (or asked for one we do not have), or a certificate file
+    is missing."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
+# A token is re-read from its source this long before it expires: a tenth of its lifetime,
+# between 1 and 60 seconds; while due, at most once per TOKEN_RELOAD_INTERVAL seconds.
+TOKEN_MARGIN = (1.0, 60.0)
+TOKEN_RELOAD_INTERVAL = 1.0
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def token_times(token: str | None) -> tuple[float | None, float | None]:
+    """(iat, exp) from a JWT's payload, unverified; None for what it does not say (or for a
+    token that is not a JWT)."""
+    try:
+        payload = token.split(".")[1]  # type: ignore[union-attr]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (AttributeError, IndexError, ValueError, TypeError):
+        return None, None
+    if not isinstance(claims, dict):
+        return None, None
+
+    def number(key: str) -> float | None:
+        v = claims.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    return number("iat"), number("exp")
+
+
+def scrub_tokens(text: str, *tokens: str | None) -> str:
+    """`text` without the given tokens or anything shaped like a JWT."""
+    for t in tokens:
+        if t:
+            text = text.replace(t, "<token>")
+    return _JWT.sub("<token>", text)
+
+
+_unverified_warned = False
+
+
+def _unverified_tls(endpoint: str) -> None:
+    """skip_verify: one log line per process instead of urllib3's warning on every request."""
+    global _unverified_warned
+    warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+    if not _unverified_warned:
+        _unverified_warned = True
+        log.warning("TLS certificate verification is off (skip_verify): nothing proves that "
+                    "%s is the cluster, and whoever is in between can read and change the data",
+                    endpoint)
 
 
 class _Call:
@@ -210,9 +282,7 @@ def _session(cfg: ClientConfig) -> requests.Session:
     if cfg.cert:
         s.cert = cfg.cert
     s.headers["User-Agent"] = f"{cfg.user_agent}/{__version__}"
-    if cfg.token:
-        s.headers["Authorization"] = f"Bearer {cfg.token}"
-    return s
+    return s  # the token goes on each request (Transport.request): it changes while in use
 
 
 class Stream:
@@ -299,28 +369,91 @@ _ERRNO_WORDS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "con
                 errno.ENETUNREACH: "network unreachable", errno.EPIPE: "connection closed"}
 
 
+def _ssl_text(e: ssl.SSLError) -> str:
+    """'tlsv13 alert certificate required' from '[SSL: ...] tlsv13 alert certificate required
+    (_ssl.c:2580)'."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {e.verify_message or e.reason}"
+    text = str(e.args[1] if len(e.args) > 1 else e)
+    text = re.sub(r"^\[[^]]*\]\s*", "", text)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text) or str(e.reason or e)
+
+
+# what a server or our own files say that no retry changes (other SSL errors, e.g. an EOF
+# while a node restarts, are retried like any broken connection)
+_PERMANENT_SSL = re.compile(r"CERTIFICATE|UNKNOWN_CA|WRONG_VERSION_NUMBER|NO_SHARED_CIPHER|"
+                            r"UNSUPPORTED_PROTOCOL|PROTOCOL_VERSION|HANDSHAKE_FAILURE")
+
+
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    """`e` and its causes, outermost first, through requests' and urllib3's wrappers."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        nxt = getattr(cur, "reason", None) if isinstance(cur, urllib3.exceptions.MaxRetryError) else None
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        if nxt is None and len(cur.args) > 1 and isinstance(cur.args[1], BaseException):
+            nxt = cur.args[1]  # urllib3's ProtocolError("Connection aborted.", SSLError(...))
+        cur = nxt or cur.__cause__ or cur.__context__
+
+
+def tls_problem(e: BaseException) -> bool:
+    """Does `e` come from TLS in a way that retrying cannot fix?"""
+    for cur in _chain(e):
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(cur, ssl.SSLError) and _PERMANENT_SSL.search(str(cur.reason or cur)):
+            return True
+        if type(cur) is OSError and str(cur).startswith("Could not find"):
+            return True  # requests: a CA bundle, client certificate or key file is missing
+    return False
+
+
+def tls_verdict(url: str, cert: tuple[str, str] | None, timeout: float) -> ssl.SSLError | None:
+    """What the TLS server at `url` says of our client certificate (or of its absence) once
+    the handshake is done: the alert it sends when it refuses one. A client busy sending its
+    request often never reads that alert (the server's close resets the connection first, and
+    the client sees an EOF), so a failed request asks again, sending nothing. None when the
+    server says nothing within `timeout`."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the server's own certificate is checked by the request
+    try:
+        if cert:
+            ctx.load_cert_chain(*cert)
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=parts.hostname) as conn:
+                conn.recv(1)
+    except ssl.SSLError as e:
+        return e if "ALERT" in str(e.reason or "") else None
+    except OSError:
+        pass
+    return None
+
+
 def describe_failure(e: BaseException) -> str:
     """One short cause for a failed exchange ("cannot reach 10.0.0.1:8080: connection
     refused"), not the nested reprs of requests and urllib3."""
-    seen: set[int] = set()
     where = ""
-    cur: BaseException | None = e
     root: BaseException = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
+    for cur in _chain(e):
         root = cur
         peer = (cur.pool if isinstance(cur, urllib3.exceptions.MaxRetryError)
                 else getattr(cur, "conn", None))
         if not where and getattr(peer, "host", None):
             where = f"{peer.host}:{peer.port}" if getattr(peer, "port", None) else peer.host
-        nxt = getattr(cur, "reason", None) if isinstance(cur, urllib3.exceptions.MaxRetryError) else None
-        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
-            nxt = cur.args[0]
-        cur = nxt or cur.__cause__ or cur.__context__
     if isinstance(root, socket.gaierror):
         why = f"unknown host ({root.strerror})"
     elif isinstance(root, ssl.SSLError):
-        why = f"TLS: {getattr(root, 'verify_message', '') or root.reason or root}"
+        why = f"TLS: {_ssl_text(root)}"
+    elif type(root) is OSError and str(root).startswith("Could not find"):
+        why = f"TLS: {root}"  # requests names the missing certificate, key or CA file
     elif isinstance(root, OSError) and root.errno in _ERRNO_WORDS:
         why = _ERRNO_WORDS[root.errno]
     elif isinstance(root, OSError) and root.strerror:
@@ -339,30 +472,68 @@ class Transport:
         self.cfg = cfg
         self.base = cfg.endpoint.rstrip("/") + "/v1/"
         self._pools = {"meta": _session(cfg), "data": _session(cfg)}
-        # where a fresh token comes from when the cluster answers 401 (e.g. a token file)
+        # where a fresh token comes from, shortly before the one in use expires and when the
+        # cluster answers 401 (e.g. a token file)
         self.token_source: Callable[[], str | None] | None = None
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # logical calls by kind (list, head, get, moss...)
         self.http_requests = 0  # every HTTP exchange, redirect hops included
         self.bytes_received = 0  # reply bodies read by callers
+        self.token_reloads = 0  # new tokens taken from the source (before expiry or on 401)
+        self.unauthorized = 0  # 401 replies
+        self._token: str | None = None
+        self._token_lock = threading.Lock()  # one reload at a time
+        self._token_due = math.inf  # time.time() from which the token is re-read
+        self._token_next_read = 0.0
+        self.set_token(cfg.token)
+        if cfg.verify is False and cfg.endpoint.startswith("https://"):
+            _unverified_tls(cfg.endpoint)
 
     def set_token(self, token: str | None) -> None:
-        for session in self._pools.values():
-            if token:
-                session.headers["Authorization"] = f"Bearer {token}"
-            else:
-                session.headers.pop("Authorization", None)
+        iat, exp = token_times(token)
+        due = math.inf
+        if exp is not None:
+            lifetime = exp - (iat if iat is not None else time.time())
+            due = exp - min(TOKEN_MARGIN[1], max(TOKEN_MARGIN[0], lifetime / 10))
+        self._token_due, self._token_next_read = due, 0.0
+        self._token = token or None
 
-    def _refreshed_token(self) -> bool:
-        """On 401: take the token source's current token if it changed; True if it did."""
+    def reload_token(self, why: str = "") -> bool:
+        """Take the token source's current token if it differs from the one in use; True if
+        it did. (An empty or unreadable source keeps the current token.)"""
         if self.token_source is None:
             return False
-        token = self.token_source()
-        current = self._pools["meta"].headers.get("Authorization", "")
-        if not token or current == f"Bearer {token}":
-            return False
-        self.set_token(token)
+        with self._token_lock:
+            token = self.token_source()
+            if not token or token == self._token:
+                return False
+            self.set_token(token)
+        with self._lock:
+            self.token_reloads += 1
+        log.info("took a new token from the token source%s", f" ({why})" if why else "")
         return True
+
+    def _renew_token_if_due(self) -> None:
+        """Before a request: re-read the token source when the token expires soon."""
+        if self.token_source is None:
+            return
+        now = time.time()
+        if now < self._token_due or now < self._token_next_read:
+            return
+        self._token_next_read = now + TOKEN_RELOAD_INTERVAL
+        _, exp = token_times(self._token)
+        left = (exp or now) - now
+        self.reload_token(f"the one in use expires in {left:.0f}s" if left > 0
+                          else "the one in use has expired")
+
+    def _unauthorized(self, err: AisError, sent: str | None) -> AccessDenied:
+        """A 401 the client could not fix, said plainly."""
+        if not sent:
+            message = ("authentication required: the cluster wants a token, and none was "
+                       f"given ({err.message})")
+        else:
+            message = f"token rejected: {err.message}"
+        return AccessDenied(message, status=401, tcode=err.tcode, what=err.what)
 
     def url(self, *parts: str) -> str:
         """URL of an API path. Refuses `.`/`..` components: HTTP libraries resolve them on the
@@ -377,6 +548,8 @@ class Transport:
             out = {f"calls_{k}": v for k, v in self.calls.items()}
             out["http_requests"] = self.http_requests
             out["bytes_received"] = self.bytes_received
+            out["token_reloads"] = self.token_reloads
+            out["unauthorized"] = self.unauthorized
             return out
 
     def _received(self, n: int) -> None:
@@ -387,10 +560,22 @@ class Transport:
         with self._lock:
             self.http_requests += 1
 
-    def _map_exception(self, e: BaseException, call: _Call, what: str) -> AisError:
+    def _map_exception(self, e: BaseException, call: _Call, what: str,
+                       sending: bool = False) -> AisError:
         if call.expired or isinstance(e, requests.Timeout):
             why = call.why or "no complete answer in time"
             return DeadlineExceeded(f"{why} ({type(e).__name__})", what=what)
+        if tls_problem(e):
+            return TLSFailure(describe_failure(e), what=what)
+        url = getattr(getattr(e, "request", None), "url", None) or ""
+        if (sending and url.startswith("https://") and call.remaining() > 0.1
+                and any(isinstance(c, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError))
+                        for c in _chain(e))):
+            # closed during or right after the handshake: did the server refuse our certificate?
+            verdict = tls_verdict(url, self.cfg.cert, min(1.0, call.remaining()))
+            if verdict is not None:
+                host = urlsplit(url).netloc
+                return TLSFailure(f"cannot reach {host}: TLS: {_ssl_text(verdict)}", what=what)
         return Unavailable(describe_failure(e), what=what)
 
     def request(
@@ -407,6 +592,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
         retry: bool = True,
+        retry_throttled: bool = True,
         first_byte_timeout: float | None = None,
         what: str = "",
         abort: Abort | None = None,
@@ -432,8 +618,15 @@ class Transport:
             hdrs["Content-Type"] = "application/json"
         with self._lock:
             self.calls[kind] += 1
+        self._renew_token_if_due()
         attempt = 0
+        reauthenticated = False  # one retry with a new token after a 401
         while True:
+            token = self._token
+            if token:
+                hdrs["Authorization"] = f"Bearer {token}"
+            else:
+                hdrs.pop("Authorization", None)
             first = time.monotonic() + first_byte_timeout if first_byte_timeout else None
             call = _Call(deadline, first if first is not None and first < deadline else None,
                          (total, first_byte_timeout))
@@ -451,12 +644,15 @@ class Transport:
                     headers=hdrs,
                     stream=True,
                     allow_redirects=True,
+                    # per request: requests would let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in
+                    # the environment override a session's CA bundle, and even verify=False
+                    verify=self.cfg.verify,
                     timeout=(min(d.connect, remaining), min(d.idle, remaining)),
                     hooks={"response": self._count},
                 )
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                 call.finish()
-                err = self._map_exception(e, call, what)
+                err = self._map_exception(e, call, what, sending=True)
             else:
                 if resp.status_code in ok:
                     return Stream(self, resp, call, what)
@@ -468,12 +664,21 @@ class Transport:
                     call.finish()
                     resp.close()
                 err = error_from_response(resp.status_code, err_body, resp.headers, what)
+                err.message = scrub_tokens(err.message, token)
+                err.args = (err.message,)
             finally:
                 _current.call = None
-            if err.status == 401 and attempt == 0 and self._refreshed_token():
-                attempt += 1
-                continue
-            if not (retry and err.transient) or (abort is not None and abort.aborted):
+            if err.status == 401:
+                with self._lock:
+                    self.unauthorized += 1
+                # another request may have taken a new token since this one was sent
+                if not reauthenticated and (self._token != token
+                                            or self.reload_token("the cluster answered 401")):
+                    reauthenticated = True
+                    continue
+                err = self._unauthorized(err, token)
+            if (not (retry and err.transient) or (abort is not None and abort.aborted)
+                    or (not retry_throttled and isinstance(err, Throttled))):
                 raise err
             cfg = self.cfg
             backoff = random.uniform(0.5, 1.0) * min(cfg.max_backoff, cfg.backoff * 2**attempt)
