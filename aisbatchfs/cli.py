@@ -130,17 +130,26 @@ def _umount_command(args: argparse.Namespace) -> int:
     return _umount(mountpoint)
 
 
-def _stats(mountpoint: str, as_json: bool) -> int:
-    path = os.path.join(mountpoint, ".aisbatchfs", "stats")
+def _read_stats(mountpoint: str) -> dict:
+    """A mount's counters: through its control socket (which needs no lookup in the mount,
+    so it answers while lookups wait on a stalled cluster), else its stats file."""
+    from aisbatchfs import control
+
     try:
-        with open(path) as f:
-            text = f.read()
-        doc = json.loads(text)
+        return control.stats(mountpoint)
+    except (control.ControlError, ValueError):
+        with open(os.path.join(mountpoint, ".aisbatchfs", "stats")) as f:
+            return json.load(f)
+
+
+def _stats(mountpoint: str, as_json: bool) -> int:
+    try:
+        doc = _read_stats(mountpoint)
     except (OSError, ValueError) as e:
         print(f"aisbatchfs: {mountpoint} is not an aisbatchfs mount ({e})", file=sys.stderr)
         return 1
     if as_json:
-        print(text, end="")
+        print(json.dumps(doc, indent=1, sort_keys=True))
         return 0
     print(f"aisbatchfs {doc.get('version')} (pid {doc.get('pid')}) at {mountpoint}")
     for section in ("client", "batch", "cache", "pages", "direct", "hints", "namespace", "fs",
@@ -174,8 +183,7 @@ def _status(only: str | None) -> int:
           f"{'PAGES':>9} {'REQUESTS':>9} {'ERRORS':>6}")
     for source, mountpoint, _ in mounts:
         try:
-            with open(os.path.join(mountpoint, ".aisbatchfs", "stats")) as f:
-                doc = json.load(f)
+            doc = _read_stats(mountpoint)
         except (OSError, ValueError) as e:
             print(f"{mountpoint:30} {source:40} not answering: {e}")
             continue

@@ -2,7 +2,8 @@
 
 Metadata calls (listings, HEAD) and data calls (GET, GetBatch, shard reads) have their own
 thread limiters, as they have their own connection pools, so `ls` and `stat` stay quick while
-readers wait on long transfers. A thread cannot be cancelled, but every client call has an
+readers wait on long transfers. Metadata threads are many (128: a lookup probe takes two),
+so lookups of other names never queue behind dozens stuck on a stalled cluster. A thread cannot be cancelled, but every client call has an
 enforced deadline, and a stream whose consumer leaves is aborted (its socket shut down), so
 each thread comes back in bounded time; the trio side waits for it, leaving no orphan work.
 
@@ -47,7 +48,7 @@ MAX_INDEXES = 256  # archives whose headers are kept indexed
 class ThreadedAis:
     """The cluster as the filesystem sees it. One per mount."""
 
-    def __init__(self, client: AisClient, meta_threads: int = 16, data_threads: int = 32) -> None:
+    def __init__(self, client: AisClient, meta_threads: int = 128, data_threads: int = 32) -> None:
         self.client = client
         self._meta = trio.CapacityLimiter(meta_threads)
         self._data = trio.CapacityLimiter(data_threads)
@@ -177,7 +178,8 @@ class ThreadedAis:
                     first_byte_timeout: float | None = None,
                     ) -> AsyncIterator[AsyncIterator[list[Arrival]]]:
         batch = Batch(self.client, continue_on_error=True, timeout=timeout,
-                      first_byte_timeout=first_byte_timeout)
+                      first_byte_timeout=first_byte_timeout,
+                      retry_throttled=False)  # the batcher paces its requests on 429
         batch.items.extend(
             BatchItem(it.obj, it.bucket, archpath=it.member or None, size=it.size,
                       checksum=(it.checksum_type, it.checksum)

@@ -114,6 +114,7 @@ class Batch:
     only_obj_name: bool = False
     timeout: float | None = None
     first_byte_timeout: float | None = None  # fail unless the first item starts this soon
+    retry_throttled: bool = True  # False: a 429 is the caller's to pace (it raises Throttled)
     items: list[BatchItem] = field(default_factory=list)
     _abort: Abort = field(default_factory=Abort, repr=False)
 
@@ -181,7 +182,7 @@ class Batch:
         with t.request(
             "moss", "GET", url, pool="data", params=params, json_body=self.request_body(),
             timeout=self.timeout, first_byte_timeout=self.first_byte_timeout, what=what,
-            abort=self._abort,
+            abort=self._abort, retry_throttled=self.retry_throttled,
         ) as stream:
             matcher = _Matcher(self, what)
             if self.streaming:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import time
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 from aisbatchfs.ais.batch import Batch
 from aisbatchfs.ais.checksum import verify
 from aisbatchfs.ais.config import ClientConfig
-from aisbatchfs.ais.errors import ObjectChanged, ObjectNotFound, ProtocolError
+from aisbatchfs.ais.errors import AisError, ObjectChanged, ObjectNotFound, ProtocolError
 from aisbatchfs.ais.models import (
     LS_ARCH_DIR,
     LS_NO_RECURSION,
@@ -271,11 +273,23 @@ class AisClient:
         """
         if length == 0:
             return b""  # the server answers 416 to any range of an empty object
-        with self.open(bucket, obj, start=start, length=length, archpath=archpath,
-                       timeout=timeout) as s:
-            data = s.read_all()
-            h = s.headers
         what = f"GET {bucket}/{obj}" + (f" [{archpath}]" if archpath else "")
+        deadline = time.monotonic() + (self.cfg.deadlines.read if timeout is None else timeout)
+        attempt = 0
+        while True:  # a reply cut mid-body is asked again, as a failure before it would be
+            try:
+                with self.open(bucket, obj, start=start, length=length, archpath=archpath,
+                               timeout=max(deadline - time.monotonic(), 0.001)) as s:
+                    data = s.read_all()
+                    h = s.headers
+                break
+            except AisError as e:
+                pause = random.uniform(0.5, 1.0) * min(self.cfg.max_backoff,
+                                                        self.cfg.backoff * 2 ** attempt)
+                if not e.transient or time.monotonic() + pause >= deadline:
+                    raise
+                attempt += 1
+                time.sleep(pause)
         declared = h.get("Content-Length")
         if declared is not None and int(declared) != len(data):
             raise ProtocolError(f"got {len(data)} bytes, Content-Length {declared}", what=what)

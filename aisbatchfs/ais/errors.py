@@ -121,7 +121,8 @@ TRANSIENT_TCODES = {"ErrNoNodes": Unavailable, "ErrBusy": Throttled}
 # requests: they are retried like a 5xx. ("unexpected EOF" is a broken archive, not one.)
 _RELAYED_TRANSPORT_FAILURE = re.compile(
     r"context deadline exceeded|Client\.Timeout|i/o timeout|connection refused|"
-    r"connection reset|broken pipe|(?<!unexpected )EOF$"
+    r"connection reset|broken pipe|(?<!unexpected )EOF$|"
+    r"^Signal \d+$"  # a node answering while it shuts down (SIGTERM: a restart)
 )
 
 

@@ -195,7 +195,8 @@ class Batcher:
         try:
             return await self.api.get(item, timeout=self._left(deadline, item))
         except ObjectNotFound as e:
-            degraded = await self.cluster.degraded() if self.cluster is not None else None
+            degraded = (await self.cluster.degraded(fresh=True) if self.cluster is not None
+                        else None)
             if degraded is not None:  # its target may be the one missing: not an answer
                 raise Unavailable(f"not found while the cluster map {degraded}",
                                   what=str(item)) from e
@@ -333,7 +334,12 @@ class Batcher:
         if not left:
             return
         self.counters["batch_failures"] += 1
-        if isinstance(failure, RequestRejected) or len(left) == 1:
+        no_start = isinstance(failure, DeadlineExceeded) and len(left) == len(wants)
+        if isinstance(failure, RequestRejected) or len(left) == 1 or no_start:
+            # a wrong request fails again whole or split; a batch that never started would
+            # make each half wait out the first-byte deadline again: single GETs instead
+            if no_start:
+                self.counters["batches_not_started"] += 1
             log.debug("GetBatch of %d items failed (%s); single GETs for demanded items",
                       len(wants), failure)
             for w in left:

@@ -22,6 +22,7 @@ from aisbatchfs.ais.errors import AisError
 log = logging.getLogger(__name__)
 
 REFRESH = 2.0  # seconds a reading of the map is trusted
+FRESH = 0.1  # ... when a 404 is to be believed or not
 ADOPT_AFTER = 600.0  # seconds a smaller map must hold before it counts as whole
 
 
@@ -35,12 +36,13 @@ class ClusterWatch:
         self._short_since: float | None = None  # since when the map has lacked targets
         self._lock = trio.Lock()
 
-    async def degraded(self) -> str | None:
+    async def degraded(self, *, fresh: bool = False) -> str | None:
         """None when the map holds every target ever seen (or cannot be read), else why not,
-        e.g. 'has 1 of 2 storage targets'."""
-        async with self._lock:  # concurrent listings share one reading
+        e.g. 'has 1 of 2 storage targets'. `fresh`: read the map now (before believing a 404,
+        which a target that just left would also give)."""
+        async with self._lock:  # concurrent callers share one reading
             now = trio.current_time()
-            if now - self._read_at < REFRESH:
+            if now - self._read_at < (FRESH if fresh else REFRESH):
                 return self._reason
             self._read_at = now
             self.counters["map_reads"] += 1

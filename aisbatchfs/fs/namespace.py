@@ -27,9 +27,10 @@ import itertools
 import logging
 import posixpath
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from typing import TypeVar
 
 import trio
 import xxhash
@@ -50,6 +51,11 @@ _RESERVED = 16  # inode numbers below this are fixed ones
 EPHEMERAL_BASE = 1 << 62  # inode numbers from here on are ephemeral (stats snapshots)
 NAME_MAX = 255
 PROBES_BEFORE_LISTING = 3  # lookups in a directory not listed yet, before listing it
+FAILURE_MEMORY = 1.0  # seconds a failed request about a directory is repeated, not retried
+# a listing with fewer than this share of the last one's entries is confirmed before it is
+# believed: with two targets, one missing takes about half of them
+SHRINK = 0.9
+T = TypeVar("T")
 
 
 class Kind(IntEnum):
@@ -167,6 +173,7 @@ class Namespace:
         self._props_retry: dict[BucketRef, float] = {}  # after a failure, not before this
         self._ephemeral = itertools.count(EPHEMERAL_BASE)
         self.archive_problems: dict[tuple, str] = {}  # why an archive lists no members
+        self._failures: dict[tuple, tuple[float, AisError]] = {}  # by directory key
 
     # -- what the read path sees ----------------------------------------------------------------
 
@@ -319,7 +326,7 @@ class Namespace:
                 return None
             del self._negative[neg_key]
         listing = self._fresh_listing(parent.entry)
-        if listing is None and parent.kind is Kind.DIR:
+        if listing is None and parent.kind is Kind.DIR and parent.entry.key not in self._listings:
             # a directory looked up name by name (a shuffled file list, no readdir): a few
             # probes, then one listing serves all its names
             probes = self._probes.get(parent.entry.key, 0)
@@ -327,7 +334,8 @@ class Namespace:
                 self._probes[parent.entry.key] = probes + 1
                 if len(self._probes) > 100_000:
                     self._probes.clear()
-                entry = await self._probe(parent.entry, name)
+                self._failing(parent.entry.key)
+                entry = await self._remembering(parent.entry.key, self._probe(parent.entry, name))
                 if entry is None:
                     await self._missing(neg_key, parent.entry, name)
                     return None
@@ -343,7 +351,7 @@ class Namespace:
         """A name the cluster says is not there. While its map lacks storage targets, that may
         be false (their objects are missing from listings and HEAD says 404): then it is an
         error, not a missing name, and nothing is remembered."""
-        degraded = await self.cluster.degraded()
+        degraded = await self.cluster.degraded(fresh=True)
         if degraded is not None:
             where = f"{parent.bucket}/{parent.path}/{name}" if parent.bucket else name
             raise Unavailable(f"not found while the cluster map {degraded}", what=where)
@@ -463,14 +471,38 @@ class Namespace:
             if pending is not None:
                 await pending.wait()
                 continue
+            self._failing(key)
             done = self._loading[key] = trio.Event()
             try:
-                listing = await self._load(entry)
+                listing = await self._remembering(key, self._load(entry))
                 self._store(key, listing)
                 return listing
             finally:
                 del self._loading[key]
                 done.set()
+
+    async def _remembering(self, key: tuple, call: Awaitable[T]) -> T:
+        """Await a request about a directory; if it fails, the next ones about that directory
+        fail at once for FAILURE_MEMORY seconds. Without it a stalled cluster would cost every
+        waiting lookup a whole deadline, one after another (the kernel sends the lookups of
+        one directory one at a time)."""
+        try:
+            return await call
+        except AisError as e:
+            if len(self._failures) > 10_000:
+                self._failures.clear()
+            self._failures[key] = (trio.current_time(), e)
+            raise
+
+    def _failing(self, key: tuple) -> None:
+        failed = self._failures.get(key)
+        if failed is None:
+            return
+        when, error = failed
+        if trio.current_time() - when < FAILURE_MEMORY:
+            self.counters["failures_repeated"] += 1
+            raise error
+        del self._failures[key]
 
     def _store(self, key: tuple, listing: Listing) -> None:
         self._probes.pop(key, None)
@@ -525,8 +557,8 @@ class Namespace:
 
         While a storage target is out of the cluster map (paused, restarting, rejoining),
         AIStore answers listings with 200 and only what the other targets hold: nothing at
-        all with one target. A listing that is empty where the last one was not, or shrinks
-        to less than half of it, or comes while the cluster map misses targets, is asked
+        all with one target. A listing that is empty where the last one was not, or lost more
+        than a tenth of it, or comes while the cluster map misses targets, is asked
         again (backing off) within `metadata_timeout`. It is trusted once a second one agrees
         and the map is whole (objects really deleted); if it is still in doubt at the deadline,
         the previous listing (if any) is kept, else the doubtful one is served, either way for
@@ -717,7 +749,7 @@ def _doubt(previous: Listing | None, children: list[Entry], degraded: str | None
         return f"the cluster map {degraded}"
     if before and not children:
         return f"empty, where the last listing had {before} entries"
-    if before >= 8 and len(children) < before / 2:
+    if before >= 8 and len(children) < before * SHRINK:
         return f"{len(children)} entries, where the last listing had {before}"
     return None
 

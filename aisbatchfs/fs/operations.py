@@ -59,6 +59,7 @@ from aisbatchfs.metrics import OpTimings
 XATTR_PREFIX = "user.ais."
 BLKSIZE = 128 << 10
 FILE_KINDS = (Kind.FILE, Kind.MEMBER)
+CONTROL_DIR_TTL = 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class AisOperations(pyfuse3.Operations):
     supports_dot_lookup = False  # no NFS export: the kernel resolves '..' itself
     enable_writeback_cache = False
     enable_acl = False
+    # lookups of different names in one directory must not wait for each other: one may be
+    # waiting on a stalled cluster (needs the libfuse and pyfuse3 patches in patches/)
+    enable_parallel_dirops = True
 
     def __init__(self, ns: Namespace, reader: Reader, look: Presentation,
                  stats: Callable[[], dict], kernel: KernelCache, *, kernel_open: bool,
@@ -164,6 +168,10 @@ class AisOperations(pyfuse3.Operations):
         if e.kind in DIR_KINDS:
             a.st_mode = stat.S_IFDIR | self.look.dir_mode
             a.st_size = 0
+            if e.kind is Kind.CONTROL_DIR:
+                # it never changes: the kernel keeps it, so reaching the stats file needs no
+                # lookup in the root, where one waiting on a stalled cluster would hold it up
+                a.entry_timeout = a.attr_timeout = CONTROL_DIR_TTL
         elif e.kind is Kind.MEMBER_LINK:
             a.st_mode = stat.S_IFLNK | 0o777
             a.st_size = len(os.fsencode(e.link))
