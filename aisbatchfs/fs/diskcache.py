@@ -58,11 +58,12 @@ holds (a smaller `size`, a fuller filesystem) is reached by eviction once the wa
 nothing is written before.
 
 Eviction suits epochs, as in the memory cache (cache.py): entries read from disk in this mount
-go first, random among them (in a cyclic scan larger than the cache, random replacement keeps
-a random share; LRU keeps nothing needed soon); then entries of earlier mounts not read in
-this one, least recently used first (a first read in a mount stamps the file's mtime: the
-access time persists at one metadata write per entry and mount); then entries written in this
-mount, random among them.
+go first (this epoch is done with them), random among them (in a cyclic scan larger than the
+cache, random replacement keeps a random share; LRU keeps nothing needed soon); then entries
+of earlier mounts not read in this one (the rest of this epoch, or a dataset no longer read),
+least recently used first (a first read in a mount stamps the file's mtime: the access time
+persists at one metadata write per entry and mount); then entries written in this mount
+(fetched for this epoch: needed again in the next), random among them.
 
 Errors never reach a reader (a failed read is a miss). Any error while writing (ENOSPC,
 EDQUOT, EROFS, EIO...) logs one line and stops writes for the mount's lifetime: memory only
@@ -71,10 +72,12 @@ too.
 
 Threads: file I/O runs in worker threads of the cache's own (`read_threads` for reads, which
 never queue behind writes; `write_threads` for writes and evictions; one for the walk and the
-look at free space), never on the trio loop. A written file gets posix_fadvise(DONTNEED) once
-written, which starts its writeback, and again FADVISE_LAG writes later, when its pages are
-clean and can go; a file read gets it at once: the page cache keeps no second copy of what the
-FUSE page cache holds. Memory: about 150 bytes per entry indexed.
+look at free space), never on the trio loop. A worker call reads or writes several entries
+(`get_many`; a writer takes what is queued, up to WRITE_BATCH): a thread hop costs about as
+much as a 64 KiB file on a fast disk. A written file gets posix_fadvise(DONTNEED) once written,
+which starts its writeback, and again FADVISE_LAG writes later, when its pages are clean and
+can go; a file read gets it at once: the page cache keeps no second copy of what the FUSE page
+cache holds. Memory: about 200 bytes per entry indexed.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ import dataclasses
 import errno
 import fcntl
 import heapq
+import itertools
 import logging
 import math
 import os
@@ -93,6 +97,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -122,6 +127,8 @@ DIR_BLOCKS = 1  # a directory's first block
 SMALL = 68 << 10  # files up to this size are read with one pread
 PEEK = 4096  # the first read of a larger file: its header, unless the identity is huge
 FADVISE_LAG = 32  # written files whose pages are dropped again this many writes later
+WRITE_BATCH = 16  # entries written in one worker call: the thread hop is paid once
+WRITE_BATCH_BYTES = 8 * MiB  # ... and at most these bytes (a writer holds them reserved)
 SLACK_SHARE = 32  # the persisted bound runs ahead of `used` by limit/32 (one fdatasync each)
 MAX_SLACK = 256 * MiB  # ... at most, so a remount after a crash overestimates by little
 BUCKET_BITS = 24  # an index value packs (charge << BUCKET_BITS | bucket directory id)
@@ -251,6 +258,18 @@ class _Job:
     name: int
     data: Buffer | memoryview
     nbytes: int
+
+
+@dataclass(eq=False, slots=True)
+class _ReadReq:
+    """A read planned by `get_many`: where its answer goes, and the worker's arguments."""
+
+    index: int
+    key: DiskKey
+    name: int
+    bucket_dir: str
+    size: int
+    args: tuple[str, bytes, int, bool]  # path, identity, expected size, first use
 
 
 @dataclass(slots=True)
@@ -501,38 +520,61 @@ class DiskCache:
         return None
 
     async def get(self, key: DiskKey, expected_size: int) -> bytes | None:
-        """The entry's bytes, checked; None on a miss (not there, or bad, counted and
+        """The entry's bytes, checked; None on a miss (not there, or bad: counted and
         removed). Never raises for a disk error."""
-        identity = key.identity()
-        name = _name(identity)
-        indexed = name in self._bytes
-        if self._reads_off or name in self._writing or (not indexed and (
-                self._walked or name in self._gone or name in self._busy)):
-            self.counters["misses"] += 1
-            return None
-        first_use = name not in self._hit and name not in self._new
-        bucket_dir = key.bucket_dir()
-        self._reading[name] += 1
+        return (await self.get_many([(key, expected_size)]))[0]
+
+    async def get_many(self, wanted: Sequence[tuple[DiskKey, int]], *,
+                       until_miss: bool = False) -> list[bytes | None]:
+        """`get` of several entries (key, expected size) in one worker call, which pays the
+        thread hop (~100-150 us here) once: predicted files, the blocks of a range.
+        `until_miss`: stop reading at the first miss (the rest are None, not counted)."""
+        out: list[bytes | None] = [None] * len(wanted)
+        reads: list[_ReadReq] = []
+        for i, (key, size) in enumerate(wanted):
+            identity = key.identity()
+            name = _name(identity)
+            if self._reads_off or name in self._writing or (name not in self._bytes and (
+                    self._walked or name in self._gone or name in self._busy)):
+                self.counters["misses"] += 1
+                if until_miss:
+                    break
+                continue
+            first_use = name not in self._hit and name not in self._new
+            bucket_dir = key.bucket_dir()
+            reads.append(_ReadReq(i, key, name, bucket_dir, size, (
+                self._path(bucket_dir, name), identity, size, first_use)))
+        if not reads:
+            return out
+        for r in reads:
+            self._reading[r.name] += 1
         try:
-            got = await trio.to_thread.run_sync(
-                _read_entry, self._path(bucket_dir, name), identity, expected_size, first_use,
-                limiter=self._readers)
+            gots = await trio.to_thread.run_sync(
+                _read_entries, [r.args for r in reads], until_miss, limiter=self._readers)
         finally:
-            self._reading[name] -= 1
-            if not self._reading[name]:
-                del self._reading[name]
+            for r in reads:
+                self._reading[r.name] -= 1
+                if not self._reading[r.name]:
+                    del self._reading[r.name]
+        for r, got in zip(reads, gots, strict=False):
+            out[r.index] = self._settle(r, got)
+        self._check()
+        return out
+
+    def _settle(self, r: _ReadReq, got: _Read) -> bytes | None:
+        """Count what a worker found, and update the index."""
+        name = r.name
         if got.outcome == "hit":
             self.counters["hits"] += 1
-            self.counters["hit_bytes"] += expected_size
+            self.counters["hit_bytes"] += r.size
             if name in self._bytes:
                 self._new.discard(name)
                 self._hit.add(name)
             elif not self._walked and name not in self._gone and name not in self._busy:
                 charge = got.charge + DIRENT  # an earlier mount's: from unscanned to the index
-                self._index(name, bucket_dir, charge)
+                self._index(name, r.bucket_dir, charge)
                 self._unscanned = max(0, self._unscanned - charge)
                 self._hit.add(name)
-            self._check()
             return got.data
         self.counters["misses"] += 1
         if got.outcome == "absent":
@@ -542,7 +584,7 @@ class DiskCache:
         elif got.outcome == "error":
             self.counters["read_errors"] += 1
             self._bad_log.log(logging.WARNING, "read error", "disk cache: reading %s: %s",
-                              key, got.detail)
+                              r.key, got.detail)
             if got.err == errno.EIO:
                 self._stop("reads", got.detail)
         else:  # a bad entry, removed by the worker
@@ -550,11 +592,10 @@ class DiskCache:
                            "identity": "identity_mismatches"}[got.outcome]] += 1
             self._bad_log.log(logging.WARNING, "bad entry",
                               "disk cache: bad entry for %s removed (%s): fetching it again",
-                              key, got.detail)
+                              r.key, got.detail)
             self._forget(name)
             if not self._walked:
                 self._gone.add(name)
-        self._check()
         return None
 
     async def get_range(self, key: DiskKey, start: int, length: int) -> bytes | None:
@@ -563,15 +604,14 @@ class DiskCache:
         bs = self.cfg.block_size
         end = min(start + length, key.size)
         first = start - start % bs
+        blocks = await self.get_many(
+            [(key.at(o), min(bs, key.size - o)) for o in range(first, end, bs)], until_miss=True)
         pieces = []
-        pos = first
-        while pos < end:
-            n = min(bs, key.size - pos)
-            data = await self.get(key.at(pos), n)
+        for data in blocks:
             if data is None:
                 break
             pieces.append(data)
-            pos += n
+        pos = first + sum(len(p) for p in pieces)
         if pos <= start:
             return None
         return b"".join(pieces)[start - first:min(pos, end) - first]
@@ -624,51 +664,64 @@ class DiskCache:
         self.counters[f"write_drops_{why}"] += 1
 
     async def _writer(self) -> None:
-        async for job in self._recv:
-            self._queued -= job.nbytes
+        """Takes what is queued, up to WRITE_BATCH entries or bytes, into one worker call."""
+        while True:
+            jobs = [await self._recv.receive()]
+            nbytes = jobs[0].nbytes
+            while len(jobs) < WRITE_BATCH and nbytes < WRITE_BATCH_BYTES:
+                try:
+                    jobs.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+                nbytes += jobs[-1].nbytes
+            self._queued -= nbytes
             try:
-                if self._writes_off:
-                    self._drop("off")
-                else:
-                    await self._write(job)
+                await self._write(jobs)
             finally:
-                self._writing.discard(job.name)
-                self._pending -= 1
+                self._writing.difference_update(j.name for j in jobs)
+                self._pending -= len(jobs)
                 if not self._pending:
                     self._drained.set()
 
-    async def _write(self, job: _Job) -> None:
-        bucket_dir = job.key.bucket_dir()
-        hexname = f"{job.name:016x}"
-        hh = f"{bucket_dir}/{hexname[:2]}"
-        header_len = _HEAD.size + len(job.identity) + _SUM.size
-        est = _round_up(header_len + job.nbytes, self._bsize)
-        cost = est + DIRENT
-        parts = hh.split("/")
-        chain = ["/".join(parts[:i]) for i in range(2, len(parts) + 1)]  # data/C ... data/C/B/HH
-        if not await self._reserve(cost, chain):
-            self._drop("off" if self._writes_off else "no_room")
+    async def _write(self, jobs: list[_Job]) -> None:
+        plans: list[tuple[_Job, str, int, tuple]] = []  # job, bucket dir, cost, worker args
+        for job in jobs:
+            bucket_dir = job.key.bucket_dir()
+            hexname = f"{job.name:016x}"
+            hh = f"{bucket_dir}/{hexname[:2]}"
+            est = _round_up(_HEAD.size + len(job.identity) + _SUM.size + job.nbytes,
+                            self._bsize)
+            parts = hh.split("/")
+            chain = ["/".join(parts[:i]) for i in range(2, len(parts) + 1)]  # data/C...data/C/B/HH
+            if not await self._reserve(est + DIRENT, chain):
+                self._drop("off" if self._writes_off else "no_room")
+                continue
+            self._tmp_seq += 1
+            plans.append((job, bucket_dir, est + DIRENT, (
+                f"{self.root}/tmp/{hexname}.{self._tmp_seq}", f"{self.root}/{hh}/{hexname}",
+                job.identity, job.data, est)))
+        if not plans:
             return
-        self._tmp_seq += 1
-        tmp = f"{self.root}/tmp/{hexname}.{self._tmp_seq}"
-        final = f"{self.root}/{hh}/{hexname}"
-        written = None
+        done: list[bool] = []
         try:
-            written = await trio.to_thread.run_sync(
-                _write_entry, tmp, final, job.identity, job.data, est, self._later,
-                limiter=self._writers)
-        except OSError as e:
-            self._stop("writes", f"{errno.errorcode.get(e.errno or 0, e.errno)}: {e.strerror}")
+            done, error = await trio.to_thread.run_sync(
+                _write_entries, [p[3] for p in plans], self._later, limiter=self._writers)
+            if error is not None:
+                self._stop("writes", f"{errno.errorcode.get(error.errno or 0, error.errno)}: "
+                                     f"{error.strerror}")
         finally:
-            self._reserved -= cost
-            if written:
-                self._index(job.name, bucket_dir, cost)
-                self._new.add(job.name)
-                self.counters["writes"] += 1
-                self.counters["write_bytes"] += job.nbytes
+            for (job, bucket_dir, cost, _), written in itertools.zip_longest(plans, done):
+                self._reserved -= cost
+                if written:
+                    self._index(job.name, bucket_dir, cost)
+                    self._new.add(job.name)
+                    self.counters["writes"] += 1
+                    self.counters["write_bytes"] += job.nbytes
+                elif written is False:
+                    self._drop("larger_than_estimated")
+                else:  # not attempted: after an error, or the mount is ending
+                    self._drop("off" if self._writes_off else "cancelled")
             self._check()
-        if written is False:
-            self._drop("larger_than_estimated")
 
     async def _reserve(self, cost: int, chain: list[str]) -> bool:
         """Set aside `cost` bytes and the directories in `chain` not charged yet, evicting
@@ -875,6 +928,16 @@ def _is_hh(name: str) -> bool:
 # -- in worker threads ---------------------------------------------------------------------------
 
 
+def _read_entries(reqs: list[tuple[str, bytes, int, bool]], until_miss: bool) -> list[_Read]:
+    out = []
+    for req in reqs:
+        got = _read_entry(*req)
+        out.append(got)
+        if until_miss and got.outcome != "hit":
+            break
+    return out
+
+
 def _read_entry(path: str, identity: bytes, expected: int, stamp: bool) -> _Read:
     """Read and check an entry; remove it if bad. `stamp`: record its use in its mtime."""
     try:
@@ -930,6 +993,18 @@ def _check_entry(fd: int, identity: bytes, expected: int) -> _Read:
     if h.intdigest() != _SUM.unpack_from(head, hlen - _SUM.size)[0]:
         return _Read("checksum", detail="checksum mismatch")
     return _Read("hit", data, st.st_blocks * 512)
+
+
+def _write_entries(reqs: list[tuple[str, str, bytes, Buffer | memoryview, int]],
+                   later: _DropLater) -> tuple[list[bool], OSError | None]:
+    """`_write_entry` of each, up to the first error, which ends the batch."""
+    done = []
+    for req in reqs:
+        try:
+            done.append(_write_entry(*req, later))
+        except OSError as e:
+            return done, e
+    return done, None
 
 
 def _write_entry(tmp: str, final: str, identity: bytes, data: Buffer | memoryview,
