@@ -21,7 +21,7 @@ import sys
 
 from aisbatchfs import __version__, options
 
-COMMANDS = ("mount", "umount", "stats", "status", "warm", "prefetch")
+COMMANDS = ("mount", "umount", "stats", "status", "warm", "prefetch", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--from", dest="from_file", metavar="FILE", default="-",
                     help="paths, one per line, relative to the mount root or absolute inside "
                          "it (default: standard input)")
+    c = sub.add_parser("cache", help="manage a disk cache directory (-o disk_cache=DIR)")
+    c.add_argument("action", choices=["clear"], help="clear: empty it (not while mounted)")
+    c.add_argument("directory", metavar="DIR")
     w = sub.add_parser("warm", help="fetch a tree or a list of files into a mount's cache")
     w.add_argument("paths", nargs="*", metavar="PATH")
     w.add_argument("--from", dest="from_file", metavar="FILE", help="a file listing paths")
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stats(args.mountpoint, args.json)
     if args.command == "status":
         return _status(args.mountpoint)
+    if args.command == "cache":
+        return _cache_clear(args.directory)
     if args.command == "prefetch":
         return _prefetch(args.mountpoint, args.from_file)
     if args.command == "warm":
@@ -152,8 +157,8 @@ def _stats(mountpoint: str, as_json: bool) -> int:
         print(json.dumps(doc, indent=1, sort_keys=True))
         return 0
     print(f"aisbatchfs {doc.get('version')} (pid {doc.get('pid')}) at {mountpoint}")
-    for section in ("client", "batch", "cache", "pages", "direct", "hints", "namespace", "fs",
-                    "fuse", "control"):
+    for section in ("client", "batch", "cache", "disk", "pages", "direct", "hints", "namespace",
+                    "fs", "fuse", "control", "cluster"):
         values = doc.get(section)
         if not values:
             continue
@@ -180,7 +185,7 @@ def _status(only: str | None) -> int:
         print("no aisbatchfs mounts" + (f" at {only}" if only else ""))
         return 1 if only else 0
     print(f"{'MOUNTPOINT':30} {'SOURCE':40} {'PID':>7} {'CACHE':>17} {'HITS':>5} "
-          f"{'PAGES':>9} {'REQUESTS':>9} {'ERRORS':>6}")
+          f"{'DISK':>17} {'DHITS':>6} {'PAGES':>9} {'REQUESTS':>9} {'ERRORS':>6}")
     for source, mountpoint, _ in mounts:
         try:
             doc = _read_stats(mountpoint)
@@ -195,8 +200,30 @@ def _status(only: str | None) -> int:
         batch = doc.get("batch", {})
         errors = batch.get("missing", 0) + batch.get("batch_failures", 0)
         pages = doc.get("pages", {}).get("page_stores", 0)
+        disk = doc.get("disk")
+        if disk:
+            dlooked = disk.get("hits", 0) + disk.get("misses", 0)
+            duse = f"{disk.get('bytes', 0) >> 20}/{disk.get('limit', 0) >> 20} MiB"
+            dhits = f"{disk.get('hits', 0) / dlooked:.0%}" if dlooked else "-"
+        else:
+            duse, dhits = "off", "-"
         print(f"{mountpoint:30} {source:40} {doc.get('pid', '?'):>7} {use:>17} {hits:>5} "
-              f"{pages:>9,} {doc['client'].get('http_requests', 0):>9,} {errors:>6}")
+              f"{duse:>17} {dhits:>6} {pages:>9,} {doc['client'].get('http_requests', 0):>9,} "
+              f"{errors:>6}")
+    return 0
+
+
+def _cache_clear(directory: str) -> int:
+    from pathlib import Path
+
+    from aisbatchfs.fs.diskcache import DiskCacheError, clear
+
+    try:
+        clear(Path(directory))
+    except DiskCacheError as e:
+        print(f"aisbatchfs cache clear: {e}", file=sys.stderr)
+        return 1
+    print(f"cleared {directory}")
     return 0
 
 

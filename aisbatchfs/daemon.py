@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 
 import pyfuse3
@@ -42,6 +43,8 @@ from aisbatchfs.fs.hints import Hints
 from aisbatchfs.fs.namespace import CONTROL_DIR, Entry, Kind, Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
 from aisbatchfs.fs.control import ControlServer, socket_path_for
+from aisbatchfs.fs.diskcache import DiskCache, DiskCacheConfig, DiskCacheError
+from aisbatchfs.fs.disktier import DiskTier
 from aisbatchfs.fs.pagecache import KernelCache
 from aisbatchfs.fs.planner import Planner
 from aisbatchfs.fs.reader import Reader, ReaderConfig
@@ -209,6 +212,10 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                     pyfuse3.__version__)
     kernel = KernelCache(ns, cache, kernel_open=kernel_open, push=settings.push_pages)
     sections: dict = {"cache": cache.stats, "pages": kernel.stats, "cluster": cluster.stats}
+    disk_cache = await _open_disk_cache(settings, cluster)
+    disk = DiskTier(disk_cache, ns) if disk_cache is not None else None
+    if disk is not None:
+        sections["disk"] = disk.stats
     batcher = hints = planner = None
     if settings.batch:
         batcher = Batcher(
@@ -218,7 +225,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                           coalesce=settings.coalesce_ms / 1000,
                           first_byte_timeout=settings.first_byte_timeout,
                           read_timeout=settings.read_timeout),
-            on_arrival=kernel.offer, cluster=cluster)
+            on_arrival=kernel.offer, cluster=cluster, disk=disk)
         planner = Planner(ns, batchable, max_items=settings.batch_max_items,
                           max_bytes=settings.batch_max_bytes)
         hints = Hints(ns, batcher, batchable)
@@ -228,7 +235,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     else:
         log.info("batching off: one GET per file; %d MiB for the windows of reads",
                  budget >> 20)
-    reader = Reader(ns, ais, cache, batcher, planner, reader_cfg, kernel)
+    reader = Reader(ns, ais, cache, batcher, planner, reader_cfg, kernel, disk)
     sections["direct"] = reader.stats
     control = ControlServer(socket_path_for(mountpoint, os.getuid()),
                             hints.add if hints else None, lambda: ops.stats())
@@ -266,6 +273,8 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     log.info("mounted %s at %s (options %s)", target.fsname, mountpoint, ",".join(sorted(options)))
     try:
         async with trio.open_nursery() as nursery:
+            if disk_cache is not None:
+                await nursery.start(disk_cache.run)
             await nursery.start(reader.run)
             await nursery.start(kernel.run)
             await nursery.start(control.serve, control_sock)
@@ -280,7 +289,29 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         service.notify("STOPPING=1", "STATUS=unmounting")
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=True)
+        if disk_cache is not None:
+            disk_cache.close()
         log.info("unmounted %s", mountpoint)
+
+
+async def _open_disk_cache(settings: MountSettings, cluster: ClusterWatch) -> DiskCache | None:
+    """The disk cache, if asked for: opened (and locked) before mounting, so that a DIR in
+    use by another mount, or one that cannot be made, fails the mount with its reason."""
+    if not settings.disk_cache:
+        return None
+    if not cluster.uuid:
+        await cluster.degraded(fresh=True)
+    if not cluster.uuid:
+        raise MountError("the disk cache needs the cluster's UUID, and its map could not be "
+                         "read")
+    cfg = DiskCacheConfig(Path(settings.disk_cache), size=settings.disk_cache_size,
+                          clear_on_mount=settings.disk_cache_clear_on_mount)
+    try:
+        dc = await trio.to_thread.run_sync(DiskCache.open, cfg, cluster.uuid)
+    except DiskCacheError as e:
+        raise MountError(f"disk cache {settings.disk_cache}: {e}") from None
+    log.info("disk cache at %s: up to %d MiB", settings.disk_cache, dc.limit >> 20)
+    return dc
 
 
 async def _fuse_main(max_tasks: int, scope: trio.CancelScope) -> None:

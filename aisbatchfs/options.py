@@ -248,6 +248,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("check_permissions", _bool, True, "the kernel enforces the owner and mode bits "
            "the mount shows (FUSE default_permissions); off: anyone who can reach the mount "
            "(allow_other) reads every file"),
+    Option("disk_cache", _text, None, "keep what arrives from AIStore in this directory too "
+           "(created 0700; one mount at a time): a second epoch, or a remount, reads it from "
+           "local disk instead of the cluster (off by default)", metavar="DIR"),
+    Option("disk_cache_size", parse_size, None, "most bytes the disk cache takes on disk "
+           "(default: as much as leaves 5% of its filesystem free; never more than that)",
+           metavar="SIZE"),
+    Option("disk_cache_clear_on_mount", _bool, False, "empty the disk cache when mounting "
+           "(as gcsfuse and mountpoint-s3 do; by default a remount starts warm)"),
     Option("batch_max_object", parse_size, 1 << 20, "objects and members up to this size are "
            "batched; larger ones are read with ranged GETs and read-ahead", metavar="SIZE"),
     Option("batch_max_items", _count, 256, "most items in one GetBatch request"),

@@ -76,7 +76,8 @@ class AisClient:
             tmap = doc.get("tmap") or {}
             inactive = sum(1 for node in tmap.values()
                            if int(node.get("flags") or 0) & (SNODE_MAINT | SNODE_DECOMM))
-            return ClusterMap(int(doc.get("version") or 0), len(tmap), len(tmap) - inactive)
+            return ClusterMap(int(doc.get("version") or 0), len(tmap), len(tmap) - inactive,
+                              str(doc.get("uuid") or ""))
         except (AttributeError, TypeError, ValueError):
             raise ProtocolError(f"bad cluster map {doc!r:.200}", what="cluster map") from None
 

@@ -164,6 +164,7 @@ class ClusterMap:
     version: int
     targets: int  # targets in the map
     active: int  # of those, neither in maintenance nor being decommissioned
+    uuid: str = ""  # the cluster's: what a disk cache entry's identity starts with
 
     @property
     def degraded(self) -> bool:

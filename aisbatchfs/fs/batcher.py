@@ -48,6 +48,7 @@ from aisbatchfs.ais.errors import (
 from aisbatchfs.ais.models import Item
 from aisbatchfs.fs.cache import ReadCache, Reservation
 from aisbatchfs.fs.clustermap import ClusterWatch
+from aisbatchfs.fs.disktier import DiskTier
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,10 @@ class BatcherConfig:
 class Batcher:
     def __init__(self, api: AisApi, cache: ReadCache, cfg: BatcherConfig,
                  on_arrival: Callable[[Item, Buffer, bool], None] = lambda item, data, d: None,
-                 cluster: ClusterWatch | None = None) -> None:
+                 cluster: ClusterWatch | None = None, disk: DiskTier | None = None) -> None:
         self.api = api
         self.cluster = cluster  # a 404 while the map lacks targets is no answer
+        self.disk = disk  # looked at before the cluster; what the cluster sends is kept there
         self.cache = cache
         self.cfg = cfg
         self.max_hold = max(cfg.coalesce, MAX_HOLD)
@@ -287,12 +289,34 @@ class Batcher:
 
     async def _run_batch(self, wants: list[Want]) -> None:
         try:
-            await self._fetch(wants)
+            if self.disk is not None:
+                wants = await self._from_disk(wants)
+            if wants:
+                await self._fetch(wants)
         except Exception:  # noqa: BLE001 - a bug here must not end the mount; _fetch settled all
             log.exception("a GetBatch of %d items failed unexpectedly", len(wants))
         finally:
             self._running -= 1
             self.kick()
+
+    async def _from_disk(self, wants: list[Want]) -> list[Want]:
+        """Items found in the disk cache arrive from there, as they would from the cluster
+        (into memory, and ahead into the kernel's cache); the rest are left to fetch."""
+        assert self.disk is not None
+        try:
+            found = await self.disk.get_many([w.item for w in wants])
+        except BaseException:  # a cancellation (disk errors are misses): leave nothing behind
+            for w in wants:
+                self._settle(w, State.DROPPED, why=AisError("cancelled"))
+            raise
+        left = []
+        for w, data in zip(wants, found):
+            if data is None:
+                left.append(w)
+            else:
+                self.counters["disk_hits"] += 1
+                self._arrived(w, data, from_disk=True)
+        return left
 
     async def _fetch(self, wants: list[Want]) -> None:
         """One GetBatch of `wants`; on a failure, the parts not yet arrived are split and
@@ -419,13 +443,16 @@ class Batcher:
         if self._demand and self._first_demand_at is None:
             self._first_demand_at = trio.current_time()
 
-    def _arrived(self, w: Want, data: Buffer | None) -> None:
+    def _arrived(self, w: Want, data: Buffer | None, *, from_disk: bool = False) -> None:
         if w.state is not State.IN_FLIGHT:
             return  # settled already (a duplicate in a reply is refused upstream)
         if data is None:
             self._settle(w, State.MISSING)
             return
-        self.counters["bytes"] += len(data)
+        if not from_disk:
+            self.counters["bytes"] += len(data)
+            if self.disk is not None:
+                self.disk.put(w.item, data)  # queued: written off the loop, never waited for
         r, w.reservation = w.reservation, None
         assert r is not None
         self.cache.fill(w.item, data, r)  # the reservation becomes cached bytes

@@ -30,6 +30,7 @@ class ClusterWatch:
     def __init__(self, api: AisApi) -> None:
         self.api = api
         self.most = 0  # storage targets in the fullest map seen
+        self.uuid = ""  # the cluster's, once the map was read
         self.counters = {"map_reads": 0, "degraded_seen": 0}
         self._reason: str | None = None
         self._read_at = -REFRESH
@@ -52,6 +53,7 @@ class ClusterWatch:
                 log.debug("cluster map: %s", e)
                 self._reason = None
                 return None
+            self.uuid = smap.uuid or self.uuid
             self.most = max(self.most, smap.targets)
             active = smap.active
             if active >= self.most and smap.targets:

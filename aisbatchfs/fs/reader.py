@@ -39,6 +39,7 @@ from aisbatchfs.ais.errors import AisError, DeadlineExceeded, ProtocolError
 from aisbatchfs.ais.models import Item
 from aisbatchfs.fs.batcher import Batcher
 from aisbatchfs.fs.cache import ReadCache, Reservation
+from aisbatchfs.fs.disktier import DiskTier
 from aisbatchfs.fs.namespace import Entry, Kind, Namespace
 from aisbatchfs.fs.pagecache import KernelCache
 from aisbatchfs.fs.planner import Planner
@@ -119,7 +120,7 @@ class _Stream:
 class Reader:
     def __init__(self, ns: Namespace, api: AisApi, cache: ReadCache, batcher: Batcher | None,
                  planner: Planner | None, cfg: ReaderConfig,
-                 kernel: KernelCache | None = None) -> None:
+                 kernel: KernelCache | None = None, disk: DiskTier | None = None) -> None:
         self.ns = ns
         self.api = api
         self.cache = cache
@@ -127,6 +128,7 @@ class Reader:
         self.planner = planner
         self.cfg = cfg
         self.kernel = kernel  # the kernel's page cache: told where the reader is
+        self.disk = disk  # blocks of large files: looked at before the cluster, kept there
         self.counters: Counter[str] = Counter()
         self._large: OrderedDict[Item, list[_Stream]] = OrderedDict()
         self._failed: dict[tuple[Item, int], tuple[float, int | None, AisError]] = {}
@@ -333,12 +335,11 @@ class Reader:
             self.counters["over_budget_reads"] += 1
             start, length = offset, end - offset
         try:
-            data = await self.api.get(item, start, length, timeout=self.cfg.read_timeout)
+            data = await self._fetch(item, start, length)
         except BaseException:
             if r is not None:
                 r.release()
             raise
-        self.counters["ranged_fetches"] += 1
         window = _Window(start, data, r)
         self._hold(st, window)
         return window
@@ -368,7 +369,7 @@ class Reader:
 
     async def _fetch_ahead(self, item: Item, ahead: _Ahead, length: int) -> None:
         try:
-            data = await self.api.get(item, ahead.start, length, timeout=self.cfg.read_timeout)
+            data = await self._fetch(item, ahead.start, length)
             ahead.window = _Window(ahead.start, data, ahead.reservation)
         except AisError:
             pass  # the reader fetches the window itself, and reports a failure then
@@ -377,6 +378,23 @@ class Reader:
                 ahead.reservation.release()
                 ahead.window = None
             ahead.done.set()
+
+    async def _fetch(self, item: Item, start: int, length: int) -> Buffer:
+        """Bytes [start, start+length): what the disk cache holds of them from `start` on,
+        the rest from the cluster (and kept on disk)."""
+        have = b""
+        if self.disk is not None:
+            have = await self.disk.get_range(item, start, length) or b""
+            if have:
+                self.counters["disk_bytes"] += len(have)
+            if len(have) >= length:
+                return have
+        rest = await self.api.get(item, start + len(have), length - len(have),
+                                  timeout=self.cfg.read_timeout)
+        self.counters["ranged_fetches"] += 1
+        if self.disk is not None:
+            self.disk.put_range(item, start + len(have), rest)
+        return have + rest if have else rest
 
     def sweep(self) -> None:
         """Drop the streams of large files nobody read for `idle` seconds."""

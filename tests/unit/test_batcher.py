@@ -282,3 +282,44 @@ def test_readers_whose_items_are_on_their_way_are_waited_for():
             assert sum(sizes) / len(sizes) >= 7, sizes
             n.cancel_scope.cancel()
     run(main)
+
+
+class FakeDisk:
+    """A disk tier in memory: what get_many finds, and what was put."""
+
+    def __init__(self, held: dict[Item, bytes]) -> None:
+        self.held = dict(held)
+        self.puts: list[Item] = []
+
+    async def get_many(self, items: list[Item]) -> list[bytes | None]:
+        await trio.sleep(0.0005)
+        return [self.held.get(item) for item in items]
+
+    def put(self, item: Item, data: bytes) -> None:
+        self.puts.append(item)
+        self.held[item] = bytes(data)
+
+
+def test_files_on_disk_arrive_from_there_and_only_the_rest_from_the_cluster():
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            fake = FakeAis()
+            items = files(fake, 10)
+            disk = FakeDisk({i: expected(fake, i) for i in items[:6]})
+            cache = ReadCache(64 << 20)
+            batcher = Batcher(fake, cache, BatcherConfig(), disk=disk)
+            await n.start(batcher.run)
+            got = {}
+
+            async def one(item: Item) -> None:
+                got[item] = bytes(await batcher.get(item))
+
+            async with trio.open_nursery() as readers:
+                for item in items:
+                    readers.start_soon(one, item)
+            assert all(got[i] == expected(fake, i) for i in items)
+            assert [len(c[1]) for c in fake.calls if c[0] == "batch"] == [4]  # the rest only
+            assert sorted(disk.puts, key=str) == sorted(items[6:], key=str)  # kept on disk
+            assert batcher.counters["disk_hits"] == 6
+            n.cancel_scope.cancel()
+    run(main)
