@@ -92,9 +92,9 @@ def prefetch(mountpoint: str, paths: Iterable[str]) -> int:
     return int(reply.split()[1]) if reply.startswith("ok") else 0
 
 
-def stats(mountpoint: str) -> dict:
+def stats(mountpoint: str, timeout: float = 60) -> dict:
     """The mount's counters (the same document as MOUNTPOINT/.aisbatchfs/stats)."""
-    return json.loads(_request(mountpoint, "stats"))
+    return json.loads(_request(mountpoint, "stats", timeout=timeout))
 
 
 class AnnouncedSampler:
