@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .common import MiB, human, log
 from .datasets import Dataset
+from .fleet import f8
 from .measures import P3_PROCS, shuffled
 from .systems import PeerSystem
 from .trials import Row
@@ -21,8 +22,9 @@ from .trials import Row
 if TYPE_CHECKING:
     from .runner import Bench
 
-ALL_CASES = ("P0", "P1", "P2-tar", "P2-tgz", "P3", "P4", "P5", "P5-ls", "P1@2ms", "P3@2ms")
+ALL_CASES = ("P0", "P1", "P2-tar", "P2-tgz", "P3", "P4", "P5", "P5-ls", "P1@2ms", "P3@2ms", "F8")
 GROUPS = {"P2": ("P2-tar", "P2-tgz"), "P5": ("P5", "P5-ls")}
+OWN_CLUSTER = {"F8"}  # cases that bring their own cluster (F8: 2 targets, fleet.py)
 PROXIED = {"wire": "proxy ceiling"}  # behind the proxy the wire row is the proxy's ceiling
 
 
@@ -31,6 +33,9 @@ def parse_cases(text: str | None) -> list[str]:
         return list(ALL_CASES)
     want: list[str] = []
     for tok in filter(None, (t.strip() for t in text.split(","))):
+        if tok.upper() in OWN_CLUSTER:
+            want.append(tok.upper())
+            continue
         m = re.fullmatch(r"[pP](\d)(?:[-_]?(tar|tgz|ls))?(?:[@-](2ms))?", tok)
         if not m:
             raise SystemExit(f"bench: unknown case {tok!r}; cases: {', '.join(ALL_CASES)} (and P2, P5)")
@@ -164,7 +169,8 @@ def _limits_last(rows: list[Row]) -> list[Row]:
 
 
 CASES = {"P0": p0, "P1": p1, "P2-tar": lambda b, c: _p2(b, c, "tar"), "P2-tgz": lambda b, c: _p2(b, c, "tgz"),
-         "P3": p3, "P4": p4, "P5": p5, "P5-ls": p5_ls, "P1@2ms": with_proxy, "P3@2ms": with_proxy}
+         "P3": p3, "P4": p4, "P5": p5, "P5-ls": p5_ls, "P1@2ms": with_proxy, "P3@2ms": with_proxy,
+         "F8": f8}
 
 
 def run_case(b: Bench, cid: str) -> None:

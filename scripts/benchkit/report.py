@@ -105,6 +105,10 @@ def _row_line(r: dict, ref: dict | None) -> str:
                  f"cache_size {human(r['cache_size_bytes'])}\n")
     for e in r.get("errors", []):
         line += f"      error: {e.splitlines()[0][:150]}\n"
+    if r.get("mounts"):  # F8: the per-mount table below the row
+        from .fleet import fleet_lines
+
+        line += fleet_lines(r)
     return line
 
 
@@ -125,6 +129,8 @@ def print_table(b: Bench, doc: dict) -> None:
               f"added per round trip)\n")
         if "tmpfs" in c:
             w(f"    tmpfs {c['tmpfs']['dir']} ({c['tmpfs']['copy']}; {c['tmpfs']['page_cache']})\n")
+        if c.get("note"):
+            w(f"    {c['note']}\n")
         if c.get("error"):
             w(f"    case failed: {c['error']}\n")
         w(hdr)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import cluster
-from .cases import run_case
+from .cases import OWN_CLUSTER, run_case
 from .common import GiB, KiB, MiB, NotRun, TrialError, log
 from .datasets import Dataset, ensure_dataset
 from .measures import Measures
@@ -161,10 +161,14 @@ class Bench:
     def run(self, cases: list[str]) -> int:
         self.selected = list(cases)
         try:
-            self.endpoint, self.cluster_started = cluster.start(self.args)
-            log(f"cluster at {self.endpoint}; work dir {self.workdir}")
-            self.peers, self.peers_status = load_peers(self.workdir)
-            log(f"peers: {self.peers_status}")
+            if self.args.endpoint or self.args.targets > 1 or any(c not in OWN_CLUSTER for c in cases):
+                self.endpoint, self.cluster_started = cluster.start(self.args)
+                log(f"cluster at {self.endpoint}; work dir {self.workdir}")
+                self.peers, self.peers_status = load_peers(self.workdir)
+                log(f"peers: {self.peers_status}")
+            else:  # only cases with a cluster of their own: the bench cluster and peers stay off
+                self.peers_status = "none (only cases with a cluster of their own)"
+                log(f"{', '.join(cases)} only: the bench cluster is not started; work dir {self.workdir}")
             for cid in cases:
                 log(f"=== {cid}")
                 try:

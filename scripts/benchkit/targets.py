@@ -10,6 +10,7 @@ import operator
 from typing import TYPE_CHECKING
 
 from .common import MiB, human
+from .fleet import fleet_targets
 from .report import summary
 
 if TYPE_CHECKING:
@@ -145,4 +146,5 @@ def evaluate(b: Bench) -> list[dict]:
         ratio(b, "P3@2ms(no hints)>=3xrclone", "P3 at +2 ms RTT: aisbatchfs without hints at least 3x rclone",
               ("P3@2ms", "aisbatchfs", None), ("P3@2ms", "rclone", None), 3, informational=True),
     ]
+    T += fleet_targets(b)  # F8 (scripts/benchkit/fleet.py)
     return T
