@@ -77,7 +77,8 @@ class FakeAis:
         self.peak: dict[str, int] = defaultdict(int)
         # a cluster whose map lacks targets: their objects are missing from listings
         self.active = 1  # storage targets in the map
-        self.hidden: set[str] = set()
+        self.map_version = 1  # moves when targets leave or join
+        self.hidden: set[str] = set()  # objects on absent targets: unlisted and unreadable
 
     # -- setting up ------------------------------------------------------------------------------
 
@@ -114,7 +115,7 @@ class FakeAis:
     def _bytes(self, item: Item) -> bytes | None:
         """The stored bytes the item names; ObjectChanged if its identity moved on."""
         stored = self.store.get((item.bucket, item.obj))
-        if stored is None:
+        if stored is None or item.obj in self.hidden:
             return None
         if stored.version != item.version:
             raise ObjectChanged(f"version is {stored.version}, listed as {item.version}",
@@ -135,7 +136,7 @@ class FakeAis:
     async def cluster_map(self) -> ClusterMap:
         self.calls.append(("smap",))
         await trio.sleep(self.meta_latency)
-        return ClusterMap(1, self.active, self.active)
+        return ClusterMap(self.map_version, self.active, self.active)
 
     async def list_buckets(self, provider: str | None = None) -> list[BucketRef]:
         await trio.sleep(self.meta_latency)

@@ -122,7 +122,10 @@ TRANSIENT_TCODES = {"ErrNoNodes": Unavailable, "ErrBusy": Throttled}
 _RELAYED_TRANSPORT_FAILURE = re.compile(
     r"context deadline exceeded|Client\.Timeout|i/o timeout|connection refused|"
     r"connection reset|broken pipe|(?<!unexpected )EOF$|"
-    r"^Signal \d+$"  # a node answering while it shuts down (SIGTERM: a restart)
+    r"^Signal \d+$|"  # a node answering while it shuts down (SIGTERM: a restart)
+    # a target that rejoins starts a rebalance, which aborts the GetBatch work under way with
+    # this reason, as a 400 (seen by scripts/soak after a target restart)
+    r"reason: starting x-(rebalance|resilver)"
 )
 
 

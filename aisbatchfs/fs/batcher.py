@@ -43,7 +43,6 @@ from aisbatchfs.ais.errors import (
     ObjectNotFound,
     RequestRejected,
     Throttled,
-    Unavailable,
 )
 from aisbatchfs.ais.models import Item
 from aisbatchfs.fs.cache import ReadCache, Reservation
@@ -178,7 +177,7 @@ class Batcher:
                 if not w.done.is_set():
                     if self._may_hedge():
                         self.counters["hedges"] += 1
-                        return await self.api.get(item, timeout=self._left(deadline, item))
+                        return await self._get_alone(item, deadline)
                     await w.done.wait()
         except trio.TooSlowError:
             raise DeadlineExceeded(f"no bytes within the read deadline of "
@@ -194,14 +193,19 @@ class Batcher:
         # missing in the batch (to confirm), or dropped by a failed batch: fetch it alone,
         # within what is left of this read's deadline
         self.counters["fallbacks"] += 1
-        try:
+        return await self._get_alone(item, deadline)
+
+    async def _get_alone(self, item: Item, deadline: float) -> Buffer:
+        """A GET of one item, within what is left of its read's deadline; a 404 is believed
+        only when the cluster map says it can be (ClusterWatch.fetch)."""
+        async def get() -> Buffer:
             return await self.api.get(item, timeout=self._left(deadline, item))
-        except ObjectNotFound as e:
-            degraded = (await self.cluster.degraded(fresh=True) if self.cluster is not None
-                        else None)
-            if degraded is not None:  # its target may be the one missing: not an answer
-                raise Unavailable(f"not found while the cluster map {degraded}",
-                                  what=str(item)) from e
+
+        try:
+            if self.cluster is None:
+                return await get()
+            return await self.cluster.fetch(get, str(item), deadline)
+        except ObjectNotFound:
             self.counters["missing"] += 1
             raise
 

@@ -389,8 +389,11 @@ class Reader:
                 self.counters["disk_bytes"] += len(have)
             if len(have) >= length:
                 return have
-        rest = await self.api.get(item, start + len(have), length - len(have),
-                                  timeout=self.cfg.read_timeout)
+        deadline = trio.current_time() + self.cfg.read_timeout
+        rest = await self.ns.cluster.fetch(
+            lambda: self.api.get(item, start + len(have), length - len(have),
+                                 timeout=deadline - trio.current_time()),
+            str(item), deadline)
         self.counters["ranged_fetches"] += 1
         if self.disk is not None:
             self.disk.put_range(item, start + len(have), rest)

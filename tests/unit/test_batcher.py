@@ -24,6 +24,7 @@ from aisbatchfs.ais.errors import (
 from aisbatchfs.ais.models import BucketRef, Item
 from aisbatchfs.fs.batcher import Batcher, BatcherConfig
 from aisbatchfs.fs.cache import ReadCache
+from aisbatchfs.fs.clustermap import SETTLE, ClusterWatch
 from tests.fakeais import FakeAis
 
 B = BucketRef("b")
@@ -45,7 +46,8 @@ class Rig:
                  fake: FakeAis | None = None, **cfg: object) -> None:
         self.fake = fake or FakeAis()
         self.cache = ReadCache(budget)
-        self.batcher = Batcher(self.fake, self.cache, BatcherConfig(**cfg))
+        self.cluster = ClusterWatch(self.fake)
+        self.batcher = Batcher(self.fake, self.cache, BatcherConfig(**cfg), cluster=self.cluster)
         self.nursery = nursery
 
     async def start(self) -> Rig:
@@ -322,4 +324,74 @@ def test_files_on_disk_arrive_from_there_and_only_the_rest_from_the_cluster():
             assert sorted(disk.puts, key=str) == sorted(items[6:], key=str)  # kept on disk
             assert batcher.counters["disk_hits"] == 6
             n.cancel_scope.cancel()
+    run(main)
+
+
+def test_a_404_while_a_target_is_away_is_retried_until_it_is_back():
+    """A target restarts: its objects say 404 while it is out of the map, and for a moment
+    after it rejoins. Their readers wait for it (within the read deadline), never ENOENT."""
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            rig = await Rig(n, read_timeout=30.0).start()
+            items = files(rig.fake, 4)
+            rig.fake.active = 2
+            assert await rig.cluster.degraded() is None  # the whole map, 2 targets, is known
+            rig.fake.active, rig.fake.map_version = 1, 3  # target 2 leaves with items 1, 2
+            rig.fake.hidden = {items[1].obj, items[2].obj}
+            await trio.sleep(1)  # past the last reading of the map
+
+            async def back() -> None:
+                await trio.sleep(2)
+                rig.fake.active, rig.fake.map_version = 2, 4  # back in the map...
+                await trio.sleep(1.5)
+                rig.fake.hidden = set()  # ...and answering for its objects
+
+            n.start_soon(back)
+            t0 = trio.current_time()
+            got = await rig.read_all(items)
+            assert got == {i: expected(rig.fake, i) for i in items}
+            assert 3.5 <= trio.current_time() - t0 < 6  # bytes once its target answers
+            assert (await rig.cluster.degraded(fresh=True)).startswith("changed")
+            await trio.sleep(SETTLE)
+            assert await rig.cluster.degraded(fresh=True) is None  # settled
+            assert rig.batcher.counters["missing"] == 0
+            assert rig.cluster.counters["unsure_404"] > 0
+            n.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_404_while_a_target_stays_away_is_eio_at_the_read_deadline():
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            rig = await Rig(n, read_timeout=6.0).start()
+            items = files(rig.fake, 2)
+            rig.fake.active = 2
+            await rig.cluster.degraded()
+            rig.fake.active, rig.fake.map_version = 1, 2
+            rig.fake.hidden = {items[0].obj}
+            await trio.sleep(1)  # past the last reading of the map
+            t0 = trio.current_time()
+            with pytest.raises(Unavailable, match="1 of 2 storage targets"):
+                await rig.batcher.get(items[0])
+            assert 5 < trio.current_time() - t0 <= 6.0
+            assert bytes(await rig.batcher.get(items[1])) == expected(rig.fake, items[1])
+            n.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_404_on_a_whole_settled_map_is_enoent_at_once():
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            rig = await Rig(n).start()
+            item = files(rig.fake, 1)[0]
+            del rig.fake.store[(item.bucket, item.obj)]
+            t0 = trio.current_time()
+            with pytest.raises(ObjectNotFound):
+                await rig.batcher.get(item)
+            assert trio.current_time() - t0 < 0.1
+            assert rig.cluster.counters["unsure_404"] == 0
+            n.cancel_scope.cancel()
+
     run(main)

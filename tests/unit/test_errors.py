@@ -42,6 +42,7 @@ def body(tcode: str, message: str, status: int) -> bytes:
     (400, "", "Post \"http://t1/v1/ml/moss\": EOF", Unavailable),  # a relayed failure
     (400, "", "unexpected EOF", RequestRejected),  # a truncated archive: retrying cannot help
     (400, "", "Signal 15", Unavailable),  # a target shutting down for a restart
+    (400, "", "reason: starting x-rebalance[g616]", Unavailable),  # a target rejoined
 ])
 def test_replies_are_classified_by_status_and_tcode(status, tcode, message, kind):
     err = error_from_response(status, body(tcode, message, status), {}, "GET ais://b/o")
