@@ -38,7 +38,7 @@ from aisbatchfs.ais.models import (
     Item,
     ObjectAttrs,
 )
-from aisbatchfs.ais.shard import index_archive, read_archive_range, read_shard
+from aisbatchfs.ais.shard import STREAMABLE, index_archive, read_archive_range, read_shard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,9 +86,9 @@ class ThreadedAis:
         (a name twice, members of size 0: links?), the client's own index of the headers."""
         listed = await self._in_thread(self._meta, self.client.list_archive, bucket, obj)
         names = [m.name for m in listed.members]
-        if listed.problem or (len(set(names)) == len(names)
-                              and all(m.size for m in listed.members)):
-            return listed
+        if listed.problem or not obj.lower().endswith(STREAMABLE) or (
+                len(set(names)) == len(names) and all(m.size for m in listed.members)):
+            return listed  # (a .zip has no TAR headers to index: the server's view stands)
         try:
             index = await self._index(bucket, obj)
         except AisError as e:

@@ -164,3 +164,18 @@ def test_every_listed_member_reads_what_tar_extraction_gives(cluster, make_bucke
     ns = m.stats()["namespace"]
     assert ns["hidden_links"] == 2 and ns["escaping_members"] == 1, ns
     assert "climb out of it" in m.log_text()
+
+
+@pytest.mark.parametrize("fmt", [".zip", ".tar"])
+def test_an_archive_with_an_empty_member_lists_and_reads(cluster, make_bucket, mounter, fmt):
+    """Empty members are common (an empty __init__.py). In a .zip one made the listing fail
+    with EIO: a size-0 member sent the listing to the TAR header index, which cannot read a
+    zip. A zip keeps the server's listing; a tar is indexed and reads the same."""
+    b = make_bucket(cluster)
+    b.object(f"e{fmt}").get_writer().put_content(
+        make_archive([("pkg/__init__.py", b""), ("pkg/mod.py", b"x = 1\n")], fmt))
+    m = mounter(cluster.endpoint, "--bucket", b.name)
+    root = m.path / f"e{fmt}"
+    assert sorted(os.listdir(root / "pkg")) == ["__init__.py", "mod.py"]
+    assert (root / "pkg" / "__init__.py").read_bytes() == b""
+    assert (root / "pkg" / "mod.py").read_bytes() == b"x = 1\n"
