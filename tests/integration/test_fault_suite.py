@@ -275,3 +275,22 @@ def test_lookups_stuck_on_the_cluster_hold_up_nothing_else(proxy, data, mounter)
         assert took < 0.5, f"{what}: {took:.2f}s with 64 lookups stuck"
     assert sum(t.is_alive() for t in stuck) > 32  # they were really stuck meanwhile
     proxy.clear()
+
+
+def test_a_lookup_past_its_deadline_is_eio_and_one_log_line_naming_path_and_cause(
+        proxy, data, mounter):
+    b, _ = data
+    m = mounter(proxy.endpoint, "--bucket", b.name, "-o", "metadata_timeout=2")
+    assert os.path.isdir(m.path / "d")  # known, not listed: a lookup in it asks the cluster
+    proxy.add(Rule(method="HEAD", path="/never", stall=30))
+    proxy.add(Rule(path="^/v1/buckets/", query="", stall=30))
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as e:
+        os.stat(m.path / "d" / "never")
+    assert e.value.errno == errno.EIO
+    assert time.monotonic() - t0 < 2 + SLACK
+    proxy.clear()
+    lines = [ln for ln in m.log_text().splitlines() if "never" in ln]
+    assert len(lines) == 1, lines
+    assert f"ais://{b.name}/d/never" in lines[0] and "DeadlineExceeded" in lines[0], lines[0]
+    assert "Traceback" not in m.log_text() and "ExceptionGroup" not in m.log_text()

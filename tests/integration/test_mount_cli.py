@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,3 +147,54 @@ def test_logs_go_to_a_file_when_asked(cluster, bucket, mountpoint, tmp_path):
         assert "is ready" in logfile.read_text()
     finally:
         run([*AISBATCHFS, "umount", str(mountpoint)], check=False)
+
+
+READ_AS = r"""
+import os, sys
+os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]))
+try:
+    with open(sys.argv[3], "rb") as f:
+        print(len(f.read()))
+except OSError as e:
+    print(f"errno {e.errno}")
+"""
+
+
+def read_as(uid: int, gid: int, path: Path) -> str:
+    """Read `path` whole in a process running as uid:gid; its length or 'errno N'."""
+    r = run([sys.executable, "-c", READ_AS, str(uid), str(gid), str(path)], timeout=30)
+    return r.stdout.decode().strip()
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_the_owner_and_modes_the_mount_shows_are_the_ones_enforced(cluster, bucket, check):
+    """allow_other, uid=1234, file_mode=440: the owner reads, root reads, anyone else gets
+    EACCES, unless check_permissions=false says anyone who reaches the mount reads."""
+    parent = Path(tempfile.mkdtemp(prefix="aisbatchfs-perm-"))
+    parent.chmod(0o755)  # other users must reach the mountpoint for the test to mean anything
+    mp = parent / "mp"
+    mp.mkdir()
+    try:
+        run([*AISBATCHFS, "mount", cluster.endpoint, str(mp), "--bucket", bucket.name, "-o",
+             f"allow_other,uid=1234,gid=1234,file_mode=440,check_permissions={check}"],
+            timeout=60)
+        f = mp / "dir" / "file.txt"
+        st = f.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (1234, 0o440)
+        assert read_as(1234, 1234, f) == "18"  # the owner
+        assert f.read_bytes() == b"through the mount\n"  # root
+        assert read_as(4321, 4321, f) == ("errno 13" if check else "18")  # anyone else
+    finally:
+        force_unmount(mp)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_name_over_255_bytes_is_enametoolong(cluster, bucket, mountpoint):
+    m = mount(cluster.endpoint, mountpoint, "--bucket", bucket.name)
+    try:
+        with pytest.raises(OSError) as e:
+            os.stat(m.path / "dir" / ("x" * 300))
+        assert e.value.errno == errno.ENAMETOOLONG
+        assert (m.path / "dir" / "file.txt").read_bytes() == b"through the mount\n"
+    finally:
+        m.stop()
