@@ -416,7 +416,7 @@ def _show(value: Any) -> str:
 
 
 def markdown_table() -> str:
-    """The options table of the README, generated from the schema."""
+    """The options table of docs/options.md, generated from the schema."""
     rows = ["| option (`-o` key, TOML key) | flag | environment | default | meaning |",
             "|---|---|---|---|---|"]
     for o in OPTIONS:

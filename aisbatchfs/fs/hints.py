@@ -1,4 +1,5 @@
-"""Hints: the read order a program announces by writing paths to /.aisbatchfs/prefetch.
+"""Hints: the read order a program announces through the mount's control socket
+(aisbatchfs.control.prefetch, AnnouncedSampler, `aisbatchfs prefetch`).
 
 A training job with a shuffled sampler knows its order; the filesystem cannot guess it. Paths
 (relative to the mount root, one per line) are resolved in the order written and handed to the

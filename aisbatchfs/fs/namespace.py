@@ -1,6 +1,6 @@
 """The superblock: what each name stands for, inode numbers, listings with TTLs, negative cache.
 
-Rules of the tree (README, "Namespace"):
+Rules of the tree (docs/tree.md):
 - Directories come from '/' in object names, read with non-recursive (paged) listings.
 - The whole cluster: one directory per plain `ais://` bucket; buckets of other providers or in a
   namespace live under `@<provider>[<namespace>]/` (e.g. `@s3/data`, `@ais#ns1/data`). Bucket

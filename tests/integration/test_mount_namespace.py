@@ -1,4 +1,4 @@
-"""The namespace rules, as documented in the README, on a real mount."""
+"""The namespace rules, as documented in docs/tree.md, on a real mount."""
 
 from __future__ import annotations
 
