@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -221,37 +222,64 @@ class KernelCache:
 
     def _in_thread(self, group: list[_Job]) -> list[_Job]:
         """In the kernel thread: stores (each still current when it is made) and invalidations,
-        in order."""
-        stored = []
+        in order. Consecutive stores go to the kernel together, with one release of the GIL
+        (with one per store, the thread waits to take it back after each one)."""
+        stored: list[_Job] = []
+        stores: list[_Job] = []
         for job in group:
             node = job.node
-            if job.item is None:
-                try:
-                    pyfuse3.invalidate_inode(node.ino)
-                except OSError as e:  # ENOENT: the kernel forgot the inode meanwhile
-                    if e.errno != errno.ENOENT:
-                        log.debug("invalidating inode %d failed: %s", node.ino, e)
+            if job.item is not None:
+                if (node.next_ident is not None or self.ns.item(node.entry) != job.item
+                        or (self.kernel_open and node.page_ident != job.item)):
+                    self.counters["page_stores_skipped"] += 1
+                else:
+                    stores.append(job)
                 continue
-            if (node.next_ident is not None or self.ns.item(node.entry) != job.item
-                    or (self.kernel_open and node.page_ident != job.item)):
-                self.counters["page_stores_skipped"] += 1
-                continue
+            stored += self._store(stores)
+            stores = []
             try:
-                pyfuse3.notify_store(node.ino, 0, job.data)
-            except OSError as e:
-                if e.errno == errno.ENOSYS:
-                    log.info("the kernel does not take notify_store: not pushing pages")
-                    self._supported = False
-                    continue
-                if e.errno != errno.ENOENT:  # ENOENT: the kernel forgot the inode meanwhile
-                    log.debug("notify_store of inode %d failed: %s", node.ino, e)
-                self.counters["page_stores_failed"] += 1
+                pyfuse3.invalidate_inode(node.ino)
+            except OSError as e:  # ENOENT: the kernel forgot the inode meanwhile
+                if e.errno != errno.ENOENT:
+                    log.debug("invalidating inode %d failed: %s", node.ino, e)
+        return stored + self._store(stores)
+
+    def _store(self, jobs: list[_Job]) -> list[_Job]:
+        if not jobs or not self._supported:
+            return []
+        stored = []
+        results = _notify_store_many([(job.node.ino, 0, job.data) for job in jobs])
+        for job, err in zip(jobs, results, strict=True):
+            if err == 0:
+                self.counters["page_stores"] += 1
+                stored.append(job)
                 continue
-            self.counters["page_stores"] += 1
-            stored.append(job)
+            if err == errno.ENOSYS:
+                log.info("the kernel does not take notify_store: not pushing pages")
+                self._supported = False
+            elif err != errno.ENOENT:  # ENOENT: the kernel forgot the inode meanwhile
+                log.debug("notify_store of inode %d failed: %s", job.node.ino,
+                          os.strerror(err))
+            self.counters["page_stores_failed"] += 1
         return stored
 
     def stats(self) -> dict:
         return dict(self.counters, queued=self._recv.statistics().current_buffer_used,
                     pushed_unread=len(self._pushed), pushed_unread_bytes=self.pushed_bytes,
                     push_budget=self.push_budget)
+
+
+def _notify_store_many(stores: list[tuple[int, int, Buffer]]) -> list[int]:
+    """pyfuse3.notify_store_many (patches/pyfuse3-3.5.0-3): one errno per store; with a
+    pyfuse3 built without the patch, one notify_store after another."""
+    many = getattr(pyfuse3, "notify_store_many", None)
+    if many is not None:
+        return many(stores)
+    results = []
+    for ino, offset, data in stores:
+        try:
+            pyfuse3.notify_store(ino, offset, data)
+            results.append(0)
+        except OSError as e:
+            results.append(e.errno or errno.EIO)
+    return results
