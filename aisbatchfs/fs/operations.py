@@ -1,8 +1,10 @@
 """FUSE operations: a thin layer from kernel requests to the namespace and the read path.
 
 It knows FUSE and errno and nothing of HTTP. Every handler turns any exception into an errno
-(fs/errors.py), so no object name, listing page or server fault can end the daemon, and counts
-the request by opcode (stats["fuse"]).
+(fs/errors.py), so no object name, listing page or server fault can end the daemon.
+stats["fuse"] counts every request read from the kernel by opcode (pyfuse3 patch 4), those
+libfuse answers itself included: Python's open() sends a FUSE_IOCTL (isatty) for every file,
+which no handler sees; without the patch, the requests the handlers saw.
 
 Two ways files are opened:
 - `kernel_open` (the default, with the patched pyfuse3): `open` answers ENOSYS once, and the
@@ -435,6 +437,30 @@ class AisOperations(pyfuse3.Operations):
     unlink = rmdir = rename = setxattr = removexattr = _read_only
 
 
+# FUSE opcodes (include/uapi/linux/fuse.h), for stats["fuse"]
+OPCODES = {
+    1: "lookup", 2: "forget", 3: "getattr", 4: "setattr", 5: "readlink", 6: "symlink",
+    8: "mknod", 9: "mkdir", 10: "unlink", 11: "rmdir", 12: "rename", 13: "link", 14: "open",
+    15: "read", 16: "write", 17: "statfs", 18: "release", 20: "fsync", 21: "setxattr",
+    22: "getxattr", 23: "listxattr", 24: "removexattr", 25: "flush", 26: "init",
+    27: "opendir", 28: "readdir", 29: "releasedir", 30: "fsyncdir", 31: "getlk", 32: "setlk",
+    33: "setlkw", 34: "access", 35: "create", 36: "interrupt", 37: "bmap", 38: "destroy",
+    39: "ioctl", 40: "poll", 41: "notify_reply", 42: "batch_forget", 43: "fallocate",
+    44: "readdirplus", 45: "rename2", 46: "lseek", 47: "copy_file_range", 50: "syncfs",
+    51: "tmpfile", 52: "statx",
+}
+
+
+def fuse_requests(handled: Counter[str]) -> dict[str, int]:
+    """Requests read from the kernel, by opcode name (all of them, with pyfuse3 patch 4;
+    else the ones that reached a handler)."""
+    counts = getattr(pyfuse3, "request_counts", None)
+    if counts is None:
+        return dict(handled)
+    return {OPCODES.get(op, f"opcode_{op}" if op else "other"): n for op, n in counts().items()
+            if op != 26}  # (INIT: the mount's own handshake)
+
+
 def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict],
                    **sections: Callable[[], dict]) -> dict:
     out = {
@@ -442,7 +468,7 @@ def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict],
         "pid": os.getpid(),
         "time": time.time(),
         "fs": dict(ops.counters, kernel_open=ops.kernel_open),
-        "fuse": dict(ops.fuse_ops),
+        "fuse": fuse_requests(ops.fuse_ops),
         "namespace": dict(ops.ns.counters, nodes=len(ops.ns.nodes)),
         "client": client_counters(),
     }

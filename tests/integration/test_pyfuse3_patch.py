@@ -18,6 +18,12 @@ With the libfuse patch (FUSE_PARALLEL_DIROPS passed on to the kernel) and pyfuse
   is still under way; without the flag the kernel holds it until the first one is answered.
   `enable_parallel_dirops = False` is the control: there the second lookup does wait.
 
+Patch 3: `notify_store_many` stores many files in the kernel's page cache at once (one errno
+each; an inode the kernel does not know fails alone), and reads of them never reach the file
+system. Patch 4: `request_counts` counts every request read from the kernel by opcode,
+including those libfuse answers itself, such as the FUSE_IOCTL that Python's open() sends
+for every file (isatty).
+
 Everything that touches the mount runs in a child process with a timeout, and teardown always
 unmounts (fusermount3 -u, then -uz) and kills the daemon, so a broken pyfuse3 fails, not hangs.
 """
@@ -334,3 +340,35 @@ def test_a_slow_lookup_holds_up_no_other_lookup_in_its_directory(start_fs, seria
             f"in the same directory, with {rep['max_pending']} lookup(s) at once: the kernel "
             f"serializes the directory's lookups (no FUSE_PARALLEL_DIROPS). pyfuse3 needs "
             f"{DIROPS_PATCHES}, via scripts/bootstrap. {pyfuse3_libfuse()}")
+
+
+FUSE_READ, FUSE_IOCTL = 15, 39  # opcodes, include/fuse_kernel.h
+
+
+def test_notify_store_many_stores_every_known_file_in_one_call(start_fs):
+    """Patch 3. The kernel must know the inodes first (a lookup); then one call stores both
+    files, the unknown inode between them fails alone with ENOENT, and reading the files
+    brings the stored bytes without a READ."""
+    from tests.pyfuse3_patch_fs import FILES
+
+    fs = start_fs(open_mode="enosys")
+    got = fs.client("import json, os, sys\n"
+                    "for n in sys.argv[2:]:\n"
+                    "    os.stat(os.path.join(sys.argv[1], n))\n"
+                    "print(os.getxattr(sys.argv[1], 'user.store_many').decode())", *NAMES)
+    assert got == [0, 2, 0]  # ENOENT for the inode the kernel does not know
+    want = {name.decode(): data for name, (_, data) in FILES.items()}
+    assert fs.read_files(*NAMES) == {n: want[n] for n in NAMES}
+    assert fs.settled_report()["counts"].get("read", 0) == 0, "a stored file was READ"
+
+
+def test_request_counts_see_what_libfuse_answers_itself(start_fs):
+    """Patch 4. Python's open() of a file asks whether it is a terminal: a FUSE_IOCTL that
+    libfuse answers (ENOSYS, the test file system has no ioctl) without calling a handler;
+    request_counts counts it, and counts READ as often as the read handler ran."""
+    fs = start_fs(open_mode="enosys")
+    fs.read_files(*NAMES)
+    rep = fs.settled_report()
+    counts = {int(k): v for k, v in rep["request_counts"].items()}
+    assert counts.get(FUSE_IOCTL, 0) >= len(NAMES), counts
+    assert counts.get(FUSE_READ, 0) == rep["counts"]["read"] > 0, (counts, rep["counts"])
