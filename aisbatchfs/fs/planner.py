@@ -5,8 +5,10 @@ order. Each directory has a stream with a window: the number of files fetched ah
 starts small, doubles each time the reader keeps following the listing, and halves when the
 reader jumps elsewhere (a shuffled reader drives it to zero, leaving the coalescing of
 concurrent misses to do the batching; it grows again only while the reader follows). The next
-window is requested once the files requested ahead of the reader are no more than half of
-it, so a batch is always on its way before the reader gets there. The
+window is requested once the files requested ahead of the reader are no more than one window,
+so up to two batches are on their way: a reader served from pages stored ahead is faster than
+one batch arrives, and with half a window ahead (as before) it caught up with every batch and
+the batches went out one after another (P1: 2,600 -> 2,800 files/s). The
 window is capped in items and bytes; the budget and the batches in flight bound it further.
 The same holds for the members of an archive directory. A reader that finishes one directory
 in order and starts another (the next shard of a dataset) keeps its window: the new stream
@@ -89,7 +91,7 @@ class Planner:
         st.frontier = max(st.frontier, i + 1)
         if st.in_order and i == len(st.order) - 1:
             self._carry = max(st.window, START_WINDOW)  # read whole in order: the next directory
-        if st.window == 0 or st.frontier - i - 1 > st.window // 2:
+        if st.window == 0 or st.frontier - i - 1 > st.window:
             return plan
         end = min(st.frontier + st.window, len(st.order))
         nbytes = 0
@@ -102,7 +104,7 @@ class Planner:
         if following:  # confidence grows only while the reader follows the listing
             st.window = min(st.window * 2, self.max_items)
         if plan.fetch:
-            # the reader at fetch[t] finds no more than half the next window ahead of it
-            t = max(0, len(plan.fetch) - 1 - st.window // 2)
+            # the reader at fetch[t] finds no more than the next window ahead of it
+            t = max(0, len(plan.fetch) - 1 - st.window)
             plan.tripwire = plan.fetch[t]
         return plan
