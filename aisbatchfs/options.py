@@ -386,7 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if opt.file_only:
             continue
         names = [opt.flag] + ([opt.short] if opt.short else [])
-        help_ = f"{opt.doc} (default: {opt.show_default()})"
+        # argparse %-formats help strings: a literal % (as in "5% free") must be doubled.
+        help_ = f"{opt.doc} (default: {opt.show_default()})".replace("%", "%%")
         if opt.parse is _bool:
             parser.add_argument(*names, dest=opt.name, action="store_const", const=True,
                                 default=None, help=help_)
