@@ -271,27 +271,60 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     except RuntimeError as e:
         raise MountError(f"cannot mount {mountpoint}: {e}") from None
     log.info("mounted %s at %s (options %s)", target.fsname, mountpoint, ",".join(sorted(options)))
+    closed = False
+
+    def unmount() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            service.notify("STOPPING=1", "STATUS=unmounting")
+            with contextlib.suppress(Exception):
+                pyfuse3.close(unmount=True)
+
     try:
-        async with trio.open_nursery() as nursery:
+        # the disk cache outlives the mount by a little: what it was given is written after
+        # the kernel lets go of the mountpoint, so that a remount finds it
+        async with trio.open_nursery() as outer:
             if disk_cache is not None:
-                await nursery.start(disk_cache.run)
-            await nursery.start(reader.run)
-            await nursery.start(kernel.run)
-            await nursery.start(control.serve, control_sock)
-            if batcher is not None and hints is not None:
-                await nursery.start(batcher.run)
-                await nursery.start(hints.run)
-            nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
-            nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
-            nursery.start_soon(_announce_ready, mountpoint, ready, nursery.cancel_scope)
-            nursery.start_soon(_report_status, ops)
+                await outer.start(disk_cache.run)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(reader.run)
+                    await nursery.start(kernel.run)
+                    await nursery.start(control.serve, control_sock)
+                    if batcher is not None and hints is not None:
+                        await nursery.start(batcher.run)
+                        await nursery.start(hints.run)
+                    nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
+                    nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
+                    nursery.start_soon(_announce_ready, mountpoint, ready, nursery.cancel_scope)
+                    nursery.start_soon(_report_status, ops)
+            finally:
+                unmount()
+            if disk_cache is not None:
+                await _drain_disk_cache(disk_cache)
+            outer.cancel_scope.cancel()
     finally:
-        service.notify("STOPPING=1", "STATUS=unmounting")
-        with contextlib.suppress(Exception):
-            pyfuse3.close(unmount=True)
+        unmount()
         if disk_cache is not None:
             disk_cache.close()
         log.info("unmounted %s", mountpoint)
+
+
+DISK_DRAIN_TIMEOUT = 10.0  # at unmount, the longest wait for queued disk cache writes
+
+
+async def _drain_disk_cache(disk_cache: DiskCache) -> None:
+    """Write what is queued for the disk (at most `queue_bytes`, 64 MiB by default) before
+    exiting; a disk too slow for that loses the rest, which is only a cache."""
+    pending = disk_cache.stats()["pending"]
+    with trio.move_on_after(DISK_DRAIN_TIMEOUT) as waited:
+        await disk_cache.flush()
+    if waited.cancelled_caught:
+        log.warning("disk cache: unmounting without %d queued writes (the disk took more "
+                    "than %.0f s)", disk_cache.stats()["pending"], DISK_DRAIN_TIMEOUT)
+    elif pending:
+        log.info("disk cache: %d queued writes finished before exiting", pending)
 
 
 async def _open_disk_cache(settings: MountSettings, cluster: ClusterWatch) -> DiskCache | None:

@@ -913,7 +913,7 @@ class DiskCache:
     def stats(self) -> dict:
         return dict(self.counters, bytes=self.used, limit=self.limit, entries=len(self._bytes),
                     unscanned=self._unscanned, reserved=self._reserved, queued=self._queued,
-                    walked=self._walked, disabled=self._writes_off or self._reads_off,
+                    pending=self._pending, walked=self._walked, disabled=self._writes_off or self._reads_off,
                     reads_disabled=self._reads_off)
 
 
