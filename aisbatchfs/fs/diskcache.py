@@ -70,11 +70,13 @@ EDQUOT, EROFS, EIO...) logs one line and stops writes for the mount's lifetime: 
 from then on. Entries on disk are still read, unless a read fails with EIO, which stops reads
 too.
 
-Threads: file I/O runs in worker threads of the cache's own (`read_threads` for reads, which
-never queue behind writes; `write_threads` for writes and evictions; one for the walk and the
-look at free space), never on the trio loop. A worker call reads or writes several entries
-(`get_many`; a writer takes what is queued, up to WRITE_BATCH): a thread hop costs about as
-much as a 64 KiB file on a fast disk. A written file gets posix_fadvise(DONTNEED) once written,
+Threads and processes: file I/O runs in worker threads of the cache's own (`read_threads` for
+reads, which never queue behind writes; `write_threads` for evictions and the state file; one
+for the walk and the look at free space), never on the trio loop. Entries are written by
+`writers` processes of their own (diskwriter.py says why: in the daemon's process a writer
+thread waits for the GIL after each of its system calls, and fell 30x behind). A worker call
+reads or writes several entries (`get_many`; a writer takes what is queued, up to
+WRITE_BATCH): a thread hop costs about as much as a 64 KiB file on a fast disk. A written file gets posix_fadvise(DONTNEED) once written,
 which starts its writeback, and again FADVISE_LAG writes later, when its pages are clean and
 can go; a file read gets it at once: the page cache keeps no second copy of what the FUSE page
 cache holds. Memory: about 200 bytes per entry indexed.
@@ -107,6 +109,7 @@ import xxhash
 
 from aisbatchfs.ais.api import Buffer
 from aisbatchfs.ais.models import BucketRef, Item
+from aisbatchfs.fs.diskwriter import WriterGone, WriterProcess
 from aisbatchfs.logs import RateLimited
 
 log = logging.getLogger(__name__)
@@ -151,7 +154,11 @@ class DiskCacheConfig:
     # bytes waiting to be written; past it puts are dropped, so a slow disk holds no memory
     queue_bytes: int = 64 * MiB
     read_threads: int = 4  # reads at once: each of a data loader's workers waits on one
-    write_threads: int = 2  # writes at once: two cores; more only contends with FUSE
+    write_threads: int = 2  # evictions and state writes at once
+    writers: int = 2  # writer processes (batches written at once): two cores
+    # write in processes (diskwriter.py); False: in worker threads of this process, for
+    # tests that make the writes themselves fail or stall
+    write_processes: bool = True
     refresh: float = 1.0  # seconds between looks at the filesystem's free space
 
 
@@ -341,6 +348,8 @@ class DiskCache:
         self._send, self._recv = trio.open_memory_channel[_Job](math.inf)  # bounded in bytes
         self._readers = trio.CapacityLimiter(cfg.read_threads)
         self._writers = trio.CapacityLimiter(cfg.write_threads)
+        self._procs: list[WriterProcess] = []  # started by run(), closed when it ends
+        self._idle_send, self._idle = trio.open_memory_channel[WriterProcess | None](math.inf)
         self._background = trio.CapacityLimiter(1)
         self._later = _DropLater(FADVISE_LAG)
         self._tmp_seq = 0
@@ -422,12 +431,23 @@ class DiskCache:
         """Writers, the walk of what earlier mounts left, and the look at free space live
         here, for the mount's lifetime."""
         await trio.to_thread.run_sync(_note_pid, self._lock_fd, limiter=self._background)
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.cfg.write_threads):
-                nursery.start_soon(self._writer)
-            nursery.start_soon(self._walk)
-            nursery.start_soon(self._watch_space)
-            task_status.started()
+        try:
+            for _ in range(self.cfg.writers):
+                if self.cfg.write_processes:
+                    self._procs.append(await trio.to_thread.run_sync(WriterProcess))
+                    self._idle_send.send_nowait(self._procs[-1])
+                else:
+                    self._idle_send.send_nowait(None)  # None: write in a worker thread
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.cfg.writers):
+                    nursery.start_soon(self._writer)
+                nursery.start_soon(self._walk)
+                nursery.start_soon(self._watch_space)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                for proc in self._procs:
+                    await trio.to_thread.run_sync(proc.close)
 
     # -- accounting ------------------------------------------------------------------------------
 
@@ -703,13 +723,25 @@ class DiskCache:
         if not plans:
             return
         done: list[bool] = []
+        lost = False  # a writer process died: what it was given may be on disk, unindexed
+        taken: list[WriterProcess | None] = []
         try:
-            done, error = await trio.to_thread.run_sync(
-                _write_entries, [p[3] for p in plans], self._later, limiter=self._writers)
+            proc = await self._idle.receive()
+            taken.append(proc)
+            reqs = [p[3] for p in plans]
+            try:
+                if proc is None:
+                    done, error = await trio.to_thread.run_sync(_write_entries, reqs, self._later)
+                else:
+                    done, error = await trio.to_thread.run_sync(proc.write, reqs)
+            except WriterGone as e:
+                lost, error = True, e
             if error is not None:
                 self._stop("writes", f"{errno.errorcode.get(error.errno or 0, error.errno)}: "
                                      f"{error.strerror}")
         finally:
+            for proc in taken:
+                self._idle_send.send_nowait(proc)
             for (job, bucket_dir, cost, _), written in itertools.zip_longest(plans, done):
                 self._reserved -= cost
                 if written:
@@ -721,6 +753,8 @@ class DiskCache:
                     self._drop("larger_than_estimated")
                 else:  # not attempted: after an error, or the mount is ending
                     self._drop("off" if self._writes_off else "cancelled")
+                    if lost:  # may be there all the same: count it against the limit
+                        self._unscanned += cost
             self._check()
 
     async def _reserve(self, cost: int, chain: list[str]) -> bool:

@@ -83,6 +83,14 @@ def test_a_remount_reads_every_file_from_disk_and_none_from_the_cluster(cluster,
     assert s["disk"]["hits"] >= len(data) and s["batch"]["disk_hits"] >= len(data)
 
 
+def disk_writes_done(m, timeout: float = 30) -> None:
+    """Wait until what the mount queued for its disk cache is written or dropped."""
+    deadline = time.monotonic() + timeout
+    while m.stats()["disk"]["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.stats()["disk"]["pending"] == 0
+
+
 def stat_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
 
@@ -156,7 +164,7 @@ def test_the_size_limit_holds_while_writes_are_under_way(cluster, files, mounter
     t.start()
     try:
         read_all(m.path, data)  # 1.7 MiB of files through a 600 KiB cache
-        time.sleep(1)
+        disk_writes_done(m)
     finally:
         stop.set()
         t.join()
@@ -178,6 +186,7 @@ def test_a_full_disk_is_memory_only_with_one_log_line(cluster, files, mounter, t
     read_all(m.path, data)  # no reader error
     drop_page_cache()
     read_all(m.path, data)
+    disk_writes_done(m)
     lines = [ln for ln in m.log_text().splitlines() if "disk cache" in ln and "WARNING" in ln]
     assert len(lines) == 1, lines
 

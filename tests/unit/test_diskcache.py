@@ -236,7 +236,8 @@ def stall(*args):
     time.sleep(60)
 
 async def main():
-    dc = DiskCache.open(DiskCacheConfig(root), "uuid-1")
+    # the modes that stall a write patch os in this process: writes in threads, not processes
+    dc = DiskCache.open(DiskCacheConfig(root, write_processes=mode == "loop"), "uuid-1")
     async with trio.open_nursery() as n:
         await n.start(dc.run)
         dc.put(key(1), blob(1))
@@ -263,6 +264,25 @@ trio.run(main)
 """
 
 
+def writers_of(pid: int) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"aisbatchfs.fs.diskwriter" in argv and str(pid).encode() in argv:
+            found.append(int(d.name))
+    return found
+
+
+def await_no_writer_of(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while writers_of(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writers_of(pid) == []
+
+
 @pytest.mark.parametrize("mode", ["before rename", "mid write", "loop"])
 def test_kill_9_mid_write_never_serves_half_written_data(root: Path, mode: str):
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), mode], cwd=REPO,
@@ -270,12 +290,14 @@ def test_kill_9_mid_write_never_serves_half_written_data(root: Path, mode: str):
     try:
         assert child.stdout is not None and child.stdout.readline() == "stalled\n"
         if mode == "loop":
+            assert writers_of(child.pid), "the writes go through writer processes"
             time.sleep(random.uniform(0.2, 0.5))
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
         assert child.stdout is not None
         child.stdout.close()
+    await_no_writer_of(child.pid)  # its writer processes die with it
     if mode != "loop":
         assert len(os.listdir(root / "tmp")) == 1  # left by the crash
 
