@@ -12,6 +12,8 @@ and the user-facing reference: cases, readers, rows, targets, JSON keys).
   trials        a row and one trial of it: mount, mark, measure, counters, unmount
   measures      how a mount is read (the reader programs are files in readers/)
   cases         which rows each case has
+  disk          P5-disk: the daemon's disk cache over three epochs and a remount, beside rclone's
+                VFS cache; its systems, run loop, per-epoch figures, targets and epoch table
   fleet         F8: 8 mounts on a 2-target cluster of its own, a fault proxy per mount, bursts,
                 its run loop, targets and per-mount table
   targets       the targets, computed from the rows' medians

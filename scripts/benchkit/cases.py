@@ -2,7 +2,8 @@
 
 Every table puts the systems first and then its limits: what the wire delivers (GetBatch by
 curl), the same reader on tmpfs, and behind the latency proxy the proxy's own ceiling. Our
-daemon runs with default options in P1 and P3; P0 and P5 set the cache size they are about.
+daemon runs with default options in P1 and P3; P0 and P5 set the cache size they are about, P5-disk
+the cache size and a disk cache (disk.py, its own run loop: three epochs, a remount).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .common import MiB, human, log
 from .datasets import Dataset
+from .disk import p5_disk
 from .fleet import f8
 from .measures import P3_PROCS, shuffled
 from .systems import PeerSystem
@@ -22,7 +24,8 @@ from .trials import Row
 if TYPE_CHECKING:
     from .runner import Bench
 
-ALL_CASES = ("P0", "P1", "P2-tar", "P2-tgz", "P3", "P4", "P5", "P5-ls", "P1@2ms", "P3@2ms", "F8")
+ALL_CASES = ("P0", "P1", "P2-tar", "P2-tgz", "P3", "P4", "P5", "P5-ls", "P5-disk", "P1@2ms", "P3@2ms",
+             "P5-disk@2ms", "F8")
 GROUPS = {"P2": ("P2-tar", "P2-tgz"), "P5": ("P5", "P5-ls")}
 OWN_CLUSTER = {"F8"}  # cases that bring their own cluster (F8: 2 targets, fleet.py)
 PROXIED = {"wire": "proxy ceiling"}  # behind the proxy the wire row is the proxy's ceiling
@@ -36,7 +39,7 @@ def parse_cases(text: str | None) -> list[str]:
         if tok.upper() in OWN_CLUSTER:
             want.append(tok.upper())
             continue
-        m = re.fullmatch(r"[pP](\d)(?:[-_]?(tar|tgz|ls))?(?:[@-](2ms))?", tok)
+        m = re.fullmatch(r"[pP](\d)(?:[-_]?(tar|tgz|ls|disk))?(?:[@-](2ms))?", tok)
         if not m:
             raise SystemExit(f"bench: unknown case {tok!r}; cases: {', '.join(ALL_CASES)} (and P2, P5)")
         cid = f"P{m[1]}" + (f"-{m[2]}" if m[2] else "") + (f"@{m[3]}" if m[3] else "")
@@ -128,13 +131,14 @@ def p5_ls(b: Bench, cid: str) -> None:
 
 
 def with_proxy(b: Bench, cid: str) -> None:
-    """P1 or P3 with every system behind scripts/latency_proxy.py (+2 ms per round trip)."""
+    """P1, P3 or P5-disk with every system behind scripts/latency_proxy.py (+2 ms per round trip)."""
     from latency_proxy import LatencyProxy
 
-    ds = b.dataset("p1")
+    case = cid.split("@")[0]
+    ds = b.dataset("p5disk" if case == "P5-disk" else "p1")
     with LatencyProxy(b.endpoint, delay=0.001) as proxy:
         calib = calibrate(b.endpoint, proxy.endpoint, ds)
-        (p1 if cid.startswith("P1") else p3)(b, cid, endpoint=proxy.endpoint)
+        {"P1": p1, "P3": p3, "P5-disk": p5_disk}[case](b, cid, endpoint=proxy.endpoint)
         b.cases[cid]["description"] += " -- through scripts/latency_proxy.py, +2 ms per round trip"
         b.cases[cid]["proxy"] = dict(proxy.describe(), calibration=calib)
 
@@ -169,8 +173,8 @@ def _limits_last(rows: list[Row]) -> list[Row]:
 
 
 CASES = {"P0": p0, "P1": p1, "P2-tar": lambda b, c: _p2(b, c, "tar"), "P2-tgz": lambda b, c: _p2(b, c, "tgz"),
-         "P3": p3, "P4": p4, "P5": p5, "P5-ls": p5_ls, "P1@2ms": with_proxy, "P3@2ms": with_proxy,
-         "F8": f8}
+         "P3": p3, "P4": p4, "P5": p5, "P5-ls": p5_ls, "P5-disk": p5_disk, "P1@2ms": with_proxy,
+         "P3@2ms": with_proxy, "P5-disk@2ms": with_proxy, "F8": f8}
 
 
 def run_case(b: Bench, cid: str) -> None:

@@ -232,6 +232,9 @@ class RclonePeer(_FusePeer):
         self.flags["version"] = r.stdout.splitlines()[0].strip()
         self.flags["binary"] = str(self.binary)
 
+    def mount_flags(self) -> list[str]:
+        return list(self.MOUNT_FLAGS)
+
     def remote_env(self, endpoint: str) -> dict[str, str]:
         return {
             "RCLONE_CONFIG": "/dev/null",  # ignore any rclone.conf on the machine
@@ -253,13 +256,35 @@ class RclonePeer(_FusePeer):
         try:
             self._cluster_mode(endpoint)
             remote = self.remote_env(endpoint)
-            argv = [str(self.binary), "mount", f"ais:{bucket}", str(mountpoint), *self.MOUNT_FLAGS,
+            argv = [str(self.binary), "mount", f"ais:{bucket}", str(mountpoint), *self.mount_flags(),
                     "--log-level", "NOTICE", "--log-file", str(self._log)]
             self.flags.update({"argv": argv, "env": remote})
             return self._start(argv, {**os.environ, **remote}, mountpoint)
         except BaseException:
             self.teardown()
             raise
+
+
+class RcloneCachePeer(RclonePeer):
+    """rclone mount with its VFS disk cache (`--vfs-cache-mode full`) in `cache_dir`, which the
+    bench sets before setup(): P5-disk's comparator to our disk cache. A new cache_dir starts
+    empty; setup() again on the same one (a remount) starts with what the last mount cached.
+    The other flags are RclonePeer's."""
+
+    name = "rclone vfs-cache-mode full"
+    cases = frozenset({"P5-disk", "P5-disk@2ms"})
+    MOUNT_FLAGS = ["--read-only", "--vfs-cache-mode", "full", "--dir-cache-time", "10m",
+                   "--use-server-modtime", "--no-checksum", "--s3-no-head-object",
+                   "--s3-list-version", "2", "--s3-no-check-bucket"]
+
+    def __init__(self, s3_mode: str = "redirect") -> None:
+        super().__init__(s3_mode)
+        self.cache_dir: Path | None = None
+
+    def mount_flags(self) -> list[str]:
+        if self.cache_dir is None:
+            raise RuntimeError("set cache_dir before setup()")
+        return [*self.MOUNT_FLAGS, "--cache-dir", str(self.cache_dir)]
 
 
 class S3fsPeer(_FusePeer):

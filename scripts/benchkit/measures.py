@@ -23,10 +23,10 @@ SHUFFLE_SEED = 20240611
 P3_PROCS = 8
 
 
-def shuffled(ds: Dataset) -> list[tuple[str, str | None]]:
-    """P3's order: the dataset's items in one fixed shuffle."""
+def shuffled(ds: Dataset, seed: int = SHUFFLE_SEED) -> list[tuple[str, str | None]]:
+    """P3's order: the dataset's items in one fixed shuffle (another `seed`, another shuffle)."""
     items = ds.items()
-    random.Random(SHUFFLE_SEED).shuffle(items)
+    random.Random(seed).shuffle(items)
     return items
 
 
@@ -71,9 +71,10 @@ class Measures:
             return dict(walk(root, tr), first_pass_seconds=first["seconds"])
         return measure
 
-    def procs(self, ds: Dataset, hints: bool) -> Measure:
-        """P3: P3_PROCS processes start, then are released together over the shuffled list."""
-        rel = [f"{o}/{a}" if a else o for o, a in shuffled(ds)]
+    def procs(self, ds: Dataset, hints: bool, order: list[tuple[str, str | None]] | None = None) -> Measure:
+        """P3: P3_PROCS processes start, then are released together over the shuffled list
+        (`order`: another list of the dataset's items, as P5-disk's epochs reshuffle)."""
+        rel = [f"{o}/{a}" if a else o for o, a in (order if order is not None else shuffled(ds))]
 
         def measure(root: Path, tr: Trial) -> dict:
             self.nlists += 1

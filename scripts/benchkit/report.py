@@ -109,6 +109,10 @@ def _row_line(r: dict, ref: dict | None) -> str:
         from .fleet import fleet_lines
 
         line += fleet_lines(r)
+    if r.get("disk_epochs"):  # P5-disk: the epochs below the row
+        from .disk import disk_lines
+
+        line += disk_lines(r)
     return line
 
 

@@ -56,6 +56,8 @@ class Bench:
             "tgz": Dataset.shards("p2", 4 if q else 40, 250, 16 * KiB, "tgz"),
             "p4": Dataset.big("p4", 256 * MiB if q else GiB),
             "p5": Dataset.flat("p5", (128 * MiB if q else 512 * MiB) // (64 * KiB), 64 * KiB),
+            # P5-disk: 4x the same cache size (p5_cache), read three times through a disk cache
+            "p5disk": Dataset.flat("p5", (256 * MiB if q else GiB) // (64 * KiB), 64 * KiB),
             "ls": Dataset.flat("ls", 20000 if q else 100000, 16),
         }
         self.p5_cache = 64 * MiB if q else 256 * MiB

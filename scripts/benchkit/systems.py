@@ -39,9 +39,12 @@ class Ours:
         from tests.mounting import mount
 
         self.mountpoint = Path(mountpoint)
+        log, n = Path(f"{mountpoint}.log"), 1
+        while log.exists():  # a remount on the same mountpoint (P5-disk): a log of its own
+            n += 1
+            log = Path(f"{mountpoint}.{n}.log")
         try:
-            self.m = mount(endpoint, self.mountpoint, "--bucket", bucket, *self.args,
-                           log=Path(f"{mountpoint}.log"))
+            self.m = mount(endpoint, self.mountpoint, "--bucket", bucket, *self.args, log=log)
         except AssertionError as e:
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             last = next((ln for ln in reversed(lines) if not ln[0].isspace()), lines[-1] if lines else "")

@@ -10,6 +10,7 @@ import operator
 from typing import TYPE_CHECKING
 
 from .common import MiB, human
+from .disk import disk_targets
 from .fleet import fleet_targets
 from .report import summary
 
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt}
 WHY_NONE = {"fuse_requests_per_file": "the daemon's stats have no FUSE counts (\"fuse\")",
-            "peak_rss_mib": "no VmHWM", "second_epoch_hit_rate": "the daemon's stats have no cache.reread_hits"}
+            "peak_rss_mib": "no VmHWM", "second_epoch_hit_rate": "the daemon's stats have no cache.reread_hits",
+            "e2_disk_hit_rate": "no disk lookups in epoch 2 (or no \"disk\" in the stats)",
+            "e3_disk_hit_rate": "no disk lookups in epoch 3 (or no \"disk\" in the stats)",
+            "e2_data_requests_over_e1": "no data requests in epoch 1 (or no \"client\" in the stats)"}
 
 
 def _find(b: Bench, case: str, system: str, reader: str | None) -> dict | None:
@@ -146,5 +150,6 @@ def evaluate(b: Bench) -> list[dict]:
         ratio(b, "P3@2ms(no hints)>=3xrclone", "P3 at +2 ms RTT: aisbatchfs without hints at least 3x rclone",
               ("P3@2ms", "aisbatchfs", None), ("P3@2ms", "rclone", None), 3, informational=True),
     ]
+    T += disk_targets(b)  # P5-disk, P5-disk@2ms (scripts/benchkit/disk.py)
     T += fleet_targets(b)  # F8 (scripts/benchkit/fleet.py)
     return T
