@@ -8,6 +8,8 @@ only once the mount answers, with a status that says whether it worked.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import functools
 import logging
@@ -519,6 +521,7 @@ def _serve_here(settings: MountSettings, target: Target, mountpoint: str,
     # FUSE requests are served by the event loop while GetBatch streams are parsed in worker
     # threads: a short GIL switch interval keeps a request from waiting out a 5 ms slice
     sys.setswitchinterval(0.0005)
+    _one_malloc_arena()
     try:
         trio.run(serve, settings, target, mountpoint, ready)
         return 0
@@ -526,6 +529,26 @@ def _serve_here(settings: MountSettings, target: Target, mountpoint: str,
         log.error("%s", e)
         ready(str(e))
         return 1
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _one_malloc_arena() -> None:
+    """Keep glibc's malloc to one arena. The bytes of every arrival (GetBatch parse and disk
+    reads run in worker threads) are allocated in the worker's own arena, up to 8 per core, and
+    freed on the loop's thread; memory freed inside an arena's heap stays with the process.
+    Measured (one reader, 1 GiB of 64 KiB files twice through a 256 MiB cache and a disk
+    cache): VmHWM 566 MiB with glibc's default, 324 MiB with one arena, at the same speed.
+    Before any thread of ours starts; the MALLOC_ARENA_MAX environment variable overrides it."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if not libc.mallopt(M_ARENA_MAX, 1):
+            log.debug("mallopt(M_ARENA_MAX, 1) refused")
+    except (OSError, AttributeError) as e:  # not glibc
+        log.debug("malloc arenas left as they are: %s", e)
 
 
 def _daemonize(settings: MountSettings, target: Target, mountpoint: str) -> int:
