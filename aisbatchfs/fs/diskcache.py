@@ -109,7 +109,7 @@ import xxhash
 
 from aisbatchfs.ais.api import Buffer
 from aisbatchfs.ais.models import BucketRef, Item
-from aisbatchfs.fs.diskwriter import WriterGone, WriterProcess
+from aisbatchfs.fs.diskwriter import WriterGone, WriterProcess, write_all
 from aisbatchfs.logs import RateLimited
 
 log = logging.getLogger(__name__)
@@ -1052,7 +1052,7 @@ def _write_entry(tmp: str, final: str, identity: bytes, data: Buffer | memoryvie
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            _write_all(fd, [head + _SUM.pack(h.intdigest()), view])
+            write_all(fd, [head + _SUM.pack(h.intdigest()), view])
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # starts writeback
         finally:
             os.close(fd)  # XFS trims speculative preallocation on close: measure after it
@@ -1072,19 +1072,6 @@ def _write_entry(tmp: str, final: str, identity: bytes, data: Buffer | memoryvie
         raise
     later.add(final)
     return True
-
-
-def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    views = [memoryview(p) for p in parts if len(p)]
-    while views:
-        n = os.writev(fd, views)
-        while n and views:
-            if n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][n:]
-                n = 0
 
 
 def _unlink_all(paths: list[str]) -> None:

@@ -72,7 +72,7 @@ class WriterProcess:
         views = [memoryview(r[3]).cast("B") for r in reqs]
         meta = pickle.dumps([(r[0], r[1], r[2], len(v), r[4]) for r, v in zip(reqs, views)])
         try:
-            _write_all(self._to, [_LEN.pack(len(meta)), meta, *views])
+            write_all(self._to, [_LEN.pack(len(meta)), meta, *views])
             n = _LEN.unpack(_read_exact(self._from, _LEN.size))[0]
             done, err = pickle.loads(_read_exact(self._from, n))
         except (OSError, EOFError, pickle.UnpicklingError) as e:
@@ -92,7 +92,8 @@ class WriterProcess:
         self._from.close()
 
 
-def _write_all(fd: int, parts: list) -> None:
+def write_all(fd: int, parts: list) -> None:
+    """Write every byte of `parts` to `fd`, gathered (the disk cache's entries use it too)."""
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     while views:
         n = os.writev(fd, views[:64])
@@ -143,7 +144,7 @@ def main() -> None:
                     for tmp, final, identity, size, budget in meta]
             done, err = _write_entries(reqs, later)
             reply = pickle.dumps((done, None if err is None else (err.errno, err.strerror)))
-            _write_all(out, [_LEN.pack(len(reply)), reply])
+            write_all(out, [_LEN.pack(len(reply)), reply])
     finally:
         later.flush()
 
