@@ -65,6 +65,19 @@ def kill_group(p: subprocess.Popen) -> None:
         p.wait(timeout=30)
 
 
+def reap(procs: list[subprocess.Popen], files: list) -> None:  # noqa: ANN001 - open files
+    """Released reader processes: kill what still runs (its whole group), close their pipes
+    and the files their stderr went to."""
+    for p in procs:
+        if p.poll() is None:
+            kill_group(p)
+        for s in (p.stdin, p.stdout):
+            with contextlib.suppress(Exception):
+                s.close()
+    for f in files:
+        f.close()
+
+
 def run_timed(cmd: list[str], timeout: float) -> tuple[float, bytes]:
     """Run a command to completion within `timeout`: (wall seconds, stdout). TrialError if not."""
     t0 = time.perf_counter()

@@ -52,12 +52,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import MiB, NotRun, TrialError, drop_caches, human, log, proc_status
+from .common import MiB, NotRun, drop_caches, human, log, proc_status
 from .datasets import Dataset
 from .fuse_peers import RcloneCachePeer
 from .measures import P3_PROCS, SHUFFLE_SEED, shuffled
 from .systems import Ours, PeerSystem
-from .trials import Measure, Row
+from .trials import Measure, Row, torn_down
 
 if TYPE_CHECKING:
     from .runner import Bench
@@ -277,49 +277,39 @@ def epoch_trial(b: Bench, row: Row, endpoint: str, ds: Dataset, base: Path, labe
     mount_s: list[float] = []
     root: str | None = None
     try:
-        for e in range(1, EPOCHS + 1):
-            waited = settle(sysm) if e > 1 else 0.0
-            if e != 2:
-                if e == 3:
-                    sysm.teardown()
-                t0 = time.perf_counter()
-                root = sysm.setup(endpoint, ds.bucket, str(mp))
-                if root is None:
-                    raise NotRun(sysm.not_run or "setup() returned no mount")
-                mount_s.append(round(time.perf_counter() - t0, 3))
-                row.flags = json.loads(json.dumps(sysm.flags, default=str))
-            cold()
-            before = sysm.stats()
-            pid = (before or {}).get("pid") or sysm.pid
-            mem0, cpu0 = mem_available(), proc_status(pid)[1]
-            res = reader(b, ds, row.reader, e)(Path(root), None)
-            after = sysm.stats()
-            mem1, cpu1 = mem_available(), proc_status(pid)[1]
-            hwm, rss = vm(pid)
-            rec = {"epoch": e, "mounted": MOUNTED[e - 1], "seconds": round(res["seconds"], 4),
-                   "files": res["files"], "bytes": res["bytes"],
-                   "files_per_s": round(res["files"] / res["seconds"], 1) if res["seconds"] else None,
-                   "settle_seconds": waited, "pid": pid, "vm_hwm_bytes": hwm, "vm_rss_bytes": rss,
-                   "mem_available_before": mem0, "mem_available_after": mem1,
-                   "cpu_seconds": round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None,
-                   "cache_dir_bytes": du(cdir), **epoch_figures(before, after, res["files"])}
-            epochs.append(rec)
-            log(f"{label} epoch {e} ({rec['mounted']}): {rec['seconds']:.3f}s, {rec['files_per_s']} files/s"
-                + (f", disk hit rate {rec['disk_hit_rate']}" if rec["disk_hit_rate"] is not None else "")
-                + (f", {rec['data_requests']} data requests" if rec["data_requests"] is not None else "")
-                + (f", VmHWM {human(hwm)}" if hwm else ""))
-    except TrialError as err:
-        tail = sysm.log_tail() if hasattr(sysm, "log_tail") else ""
-        if tail:
-            err.args = (f"{err.args[0]}\n  daemon log tail:\n    " + tail.replace("\n", "\n    "),)
-        raise
+        with torn_down(sysm, mp):
+            for e in range(1, EPOCHS + 1):
+                waited = settle(sysm) if e > 1 else 0.0
+                if e != 2:
+                    if e == 3:
+                        sysm.teardown()
+                    t0 = time.perf_counter()
+                    root = sysm.setup(endpoint, ds.bucket, str(mp))
+                    if root is None:
+                        raise NotRun(sysm.not_run or "setup() returned no mount")
+                    mount_s.append(round(time.perf_counter() - t0, 3))
+                    row.flags = json.loads(json.dumps(sysm.flags, default=str))
+                cold()
+                before = sysm.stats()
+                pid = (before or {}).get("pid") or sysm.pid
+                mem0, cpu0 = mem_available(), proc_status(pid)[1]
+                res = reader(b, ds, row.reader, e)(Path(root), None)
+                after = sysm.stats()
+                mem1, cpu1 = mem_available(), proc_status(pid)[1]
+                hwm, rss = vm(pid)
+                rec = {"epoch": e, "mounted": MOUNTED[e - 1], "seconds": round(res["seconds"], 4),
+                       "files": res["files"], "bytes": res["bytes"],
+                       "files_per_s": round(res["files"] / res["seconds"], 1) if res["seconds"] else None,
+                       "settle_seconds": waited, "pid": pid, "vm_hwm_bytes": hwm, "vm_rss_bytes": rss,
+                       "mem_available_before": mem0, "mem_available_after": mem1,
+                       "cpu_seconds": round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None,
+                       "cache_dir_bytes": du(cdir), **epoch_figures(before, after, res["files"])}
+                epochs.append(rec)
+                log(f"{label} epoch {e} ({rec['mounted']}): {rec['seconds']:.3f}s, {rec['files_per_s']} files/s"
+                    + (f", disk hit rate {rec['disk_hit_rate']}" if rec["disk_hit_rate"] is not None else "")
+                    + (f", {rec['data_requests']} data requests" if rec["data_requests"] is not None else "")
+                    + (f", VmHWM {human(hwm)}" if hwm else ""))
     finally:
-        try:
-            sysm.teardown()
-        except Exception as err:  # noqa: BLE001 - a teardown failure is reported, not fatal
-            log(f"{sysm.name}: teardown failed: {err}")
-        with contextlib.suppress(OSError):
-            mp.rmdir()
         shutil.rmtree(cdir, ignore_errors=True)
 
     def total(key: str) -> Any:
@@ -397,37 +387,11 @@ def p5_disk(b: Bench, cid: str, endpoint: str | None = None) -> None:
     rows = [Row(cid, DiskOurs(cache), r) for r in READERS] + [Row(cid, DiskPeer(peer, b.workdir), r) for r in READERS]
     b.rows.extend(rows)
     endpoint = endpoint or b.endpoint
-    t_case = time.monotonic()
     try:
-        for i in range(b.args.runs):
-            for row in rows:
-                if row.stopped:
-                    continue
-                if time.monotonic() - t_case > b.args.case_budget:
-                    row.extra.setdefault("note", f"runs cut short: case budget {b.args.case_budget:.0f}s spent")
-                    row.stopped = True
-                    continue
-                label = f"{cid} {row.name} [{row.reader}] run {i + 1}/{b.args.runs}"
-                try:
-                    r = epoch_trial(b, row, endpoint, ds, base, label)
-                    row.runs.append(r)
-                    log(f"{label}: {r['seconds']:.3f}s in {EPOCHS} epochs ("
-                        + ", ".join(f"{x['seconds']:.3f}" for x in r["epochs"]) + ")")
-                except NotRun as e:
-                    row.status = f"not run: {e}"
-                    row.stopped = True
-                    log(f"{label}: not run: {e}")
-                except (TrialError, TimeoutError, OSError, RuntimeError) as e:
-                    row.runs.append({"error": str(e)})
-                    log(f"{label}: FAILED: {e}")
-                    if getattr(e, "fatal", False) or isinstance(e, TimeoutError):
-                        row.stopped = True
-                except Exception as e:  # noqa: BLE001 - the other rows still run
-                    row.runs.append({"error": f"{type(e).__name__}: {e}"})
-                    log(f"{label}: FAILED: {type(e).__name__}: {e}")
-                    row.stopped = True
-            aggregate(rows, cache)
-            b.save()
+        b.interleave(cid, rows, lambda row, label: epoch_trial(b, row, endpoint, ds, base, label),
+                     lambda r: f"{r['seconds']:.3f}s in {EPOCHS} epochs ("
+                     + ", ".join(f"{x['seconds']:.3f}" for x in r["epochs"]) + ")",
+                     after_round=lambda: aggregate(rows, cache))
     finally:
         if base != b.workdir:
             shutil.rmtree(base, ignore_errors=True)

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cluster import AIS_LOCAL
-from .common import SCRIPTS, KiB, TrialError, drop_caches, human, kill_group, log, proc_status, reader_cmd
+from .common import SCRIPTS, KiB, TrialError, drop_caches, human, kill_group, log, proc_status, reap, reader_cmd
 from .datasets import Dataset, ensure_dataset
 from .trials import Row
 
@@ -353,14 +353,7 @@ def fleet_trial(b: Bench, system: Fleet, endpoint: str, ds: Dataset) -> dict:
             e.args = (f"{e.args[0]}\n  {mp.name} daemon log tail:\n    " + tail.replace("\n", "\n    "),)
         raise
     finally:
-        for p in procs:
-            if p.poll() is None:
-                kill_group(p)
-            for s in (p.stdin, p.stdout):
-                with contextlib.suppress(Exception):
-                    s.close()
-        for e in errs:
-            e.close()
+        reap(procs, errs)
         for m in mounts:
             try:
                 m.stop()
@@ -452,33 +445,11 @@ def f8(b: Bench, cid: str) -> None:
                "the cluster: per-mount throughput partly measures the scheduler")
         rows = [Row(cid, Fleet(False), READER), Row(cid, Fleet(True), READER)]
         b.rows.extend(rows)
-        t_case = time.monotonic()
-        for i in range(b.args.runs):
-            for row in rows:
-                if row.stopped:
-                    continue
-                if time.monotonic() - t_case > b.args.case_budget:
-                    row.extra.setdefault("note", f"runs cut short: case budget {b.args.case_budget:.0f}s spent")
-                    row.stopped = True
-                    continue
-                label = f"{cid} {row.name} run {i + 1}/{b.args.runs}"
-                try:
-                    r = fleet_trial(b, row.system, endpoint, ds)
-                    row.runs.append(r)
-                    log(f"{label}: {r['seconds']:.3f}s, {r['http_requests']} requests, "
-                        f"slowest/fastest {r['slowest_over_fastest']}, {r['injected_total']} faults injected, "
-                        f"{r['reader_errors']} reader errors")
-                except (TrialError, TimeoutError, OSError, RuntimeError) as e:
-                    row.runs.append({"error": str(e)})
-                    log(f"{label}: FAILED: {e}")
-                    if getattr(e, "fatal", False) or isinstance(e, TimeoutError):
-                        row.stopped = True
-                except Exception as e:  # noqa: BLE001 - the other row still runs
-                    row.runs.append({"error": f"{type(e).__name__}: {e}"})
-                    log(f"{label}: FAILED: {type(e).__name__}: {e}")
-                    row.stopped = True
-            _aggregate(rows)
-            b.save()
+        b.interleave(cid, rows, lambda row, _label: fleet_trial(b, row.system, endpoint, ds),
+                     lambda r: f"{r['seconds']:.3f}s, {r['http_requests']} requests, "
+                     f"slowest/fastest {r['slowest_over_fastest']}, {r['injected_total']} faults injected, "
+                     f"{r['reader_errors']} reader errors",
+                     after_round=lambda: _aggregate(rows))
 
 
 # -- targets and the printed table -----------------------------------------------------------------

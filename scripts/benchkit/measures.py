@@ -7,7 +7,6 @@ trial.mark() where its timed part starts when that is not the mount's first mome
 
 from __future__ import annotations
 
-import contextlib
 import random
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from aisbatchfs import control
 
-from .common import MiB, NotRun, TrialError, drop_caches, kill_group, reader_cmd, reader_json, run_timed
+from .common import MiB, NotRun, TrialError, drop_caches, reader_cmd, reader_json, reap, run_timed
 from .datasets import Dataset
 from .trials import Measure, Trial, check_counts, stat_delta
 
@@ -116,14 +115,7 @@ class Measures:
                     files += r["files"]
                     nbytes += r["bytes"]
             finally:
-                for p in procs:
-                    if p.poll() is None:
-                        kill_group(p)
-                    for s in (p.stdin, p.stdout):
-                        with contextlib.suppress(Exception):
-                            s.close()
-                for e in errs:
-                    e.close()
+                reap(procs, errs)
             res = {"seconds": took, "files": files, "bytes": nbytes, "processes": P3_PROCS}
             check_counts(res, ds.files, ds.bytes)
             return res

@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import cluster
@@ -112,6 +113,21 @@ class Bench:
     def run_rows(self, case: str, rows: list[Row], ds: Dataset, endpoint: str | None = None) -> None:
         endpoint = endpoint or self.endpoint
         self.rows.extend(rows)
+
+        def summary(r: dict) -> str:
+            return (f"{r['seconds']:.3f}s"
+                    + (f", {r['http_requests']} requests" if r.get("http_requests") is not None else "")
+                    + (f", {r['fuse_requests']} FUSE requests" if r.get("fuse_requests") is not None else ""))
+
+        self.interleave(case, rows,
+                        lambda row, _label: dict(trial(row, endpoint, ds, self.args.timeout, self.new_mountpoint),
+                                         error=None), summary)
+
+    def interleave(self, case: str, rows: list[Row], measure: Callable[[Row, str], dict],
+                   summary: Callable[[dict], str], after_round: Callable[[], None] | None = None) -> None:
+        """--runs rounds of one run per row (interleaved, so the machine's drift hits every system
+        alike) within --case-budget; `measure` gets the row and the run's label for its log lines. A run's failure is recorded on its row and stops the row if
+        it would fail again (a timeout, a fatal error, a bug); the JSON is saved after each round."""
         t_case = time.monotonic()
         for i in range(self.args.runs):
             for row in rows:
@@ -123,12 +139,9 @@ class Bench:
                     continue
                 label = f"{case} {row.name} [{row.reader}] run {i + 1}/{self.args.runs}"
                 try:
-                    r = trial(row, endpoint, ds, self.args.timeout, self.new_mountpoint)
-                    r["error"] = None
+                    r = measure(row, label)
                     row.runs.append(r)
-                    log(f"{label}: {r['seconds']:.3f}s"
-                        + (f", {r['http_requests']} requests" if r.get("http_requests") is not None else "")
-                        + (f", {r['fuse_requests']} FUSE requests" if r.get("fuse_requests") is not None else ""))
+                    log(f"{label}: {summary(r)}")
                 except NotRun as e:
                     row.status = f"not run: {e}"
                     row.stopped = True
@@ -142,7 +155,9 @@ class Bench:
                     row.runs.append({"error": f"{type(e).__name__}: {e}"})
                     log(f"{label}: FAILED: {type(e).__name__}: {e}")
                     row.stopped = True
-        self.save()
+            if after_round is not None:
+                after_round()
+            self.save()
 
     def new_mountpoint(self) -> Path:
         self.nmount += 1

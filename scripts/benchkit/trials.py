@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from .common import NotRun, TrialError, drop_caches, log, proc_status
@@ -116,20 +117,12 @@ def read_trial(row: Row, endpoint: str, ds: Dataset, timeout: float) -> dict:
     return res
 
 
-def mount_trial(row: Row, endpoint: str, ds: Dataset, mountpoint: Path) -> dict:
-    sysm = row.system
-    tr = Trial(sysm)
-    t0 = time.perf_counter()
+@contextlib.contextmanager
+def torn_down(sysm: Any, mountpoint: Path) -> Iterator[None]:
+    """Whatever happens inside, the mounted system is torn down and its mountpoint removed; a
+    TrialError carries the daemon's log tail (systems that keep one)."""
     try:
-        root = sysm.setup(endpoint, ds.bucket, str(mountpoint))
-        if root is None:
-            raise NotRun(sysm.not_run or "setup() returned no mount")
-        mount_s = time.perf_counter() - t0
-        row.flags = json.loads(json.dumps(sysm.flags, default=str))
-        tr.mark()
-        res = row.measure(Path(root), tr)
-        after = tr.stats()
-        hwm, cpu = proc_status(sysm.pid)
+        yield
     except TrialError as e:
         tail = sysm.log_tail() if hasattr(sysm, "log_tail") else ""
         if tail:
@@ -142,6 +135,22 @@ def mount_trial(row: Row, endpoint: str, ds: Dataset, mountpoint: Path) -> dict:
             log(f"{sysm.name}: teardown failed: {e}")
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
+
+
+def mount_trial(row: Row, endpoint: str, ds: Dataset, mountpoint: Path) -> dict:
+    sysm = row.system
+    tr = Trial(sysm)
+    t0 = time.perf_counter()
+    with torn_down(sysm, mountpoint):
+        root = sysm.setup(endpoint, ds.bucket, str(mountpoint))
+        if root is None:
+            raise NotRun(sysm.not_run or "setup() returned no mount")
+        mount_s = time.perf_counter() - t0
+        row.flags = json.loads(json.dumps(sysm.flags, default=str))
+        tr.mark()
+        res = row.measure(Path(root), tr)
+        after = tr.stats()
+        hwm, cpu = proc_status(sysm.pid)
     base = tr.base_stats
     ops = tr.fuse_ops(after)
     res.update({

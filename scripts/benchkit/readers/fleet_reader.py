@@ -3,17 +3,20 @@ whole), released on cue so that the readers of every mount start together.
 
   fleet_reader.py ROOT     prints "ready", waits for a line on stdin, then walks ROOT
 
+Standard library and python_reader.py only.
+
 Prints one JSON line: {"seconds", "files", "bytes", "start", "end"} (start and end on
 time.monotonic(), the same clock in every process), with "error" when a read failed (files
-and bytes then count what was read before it; the exit status is 1). Standard library only.
+and bytes then count what was read before it; the exit status is 1).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
+
+from python_reader import walk_sizes  # beside this file: the script's directory is on sys.path
 
 
 def main() -> int:
@@ -24,22 +27,10 @@ def main() -> int:
     sys.stdin.readline()
     start = time.monotonic()
 
-    def rec(d: str, top: bool) -> None:
-        nonlocal files, nbytes
-        with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            if top and e.name == ".aisbatchfs":
-                continue
-            if e.is_dir(follow_symlinks=False):
-                rec(e.path, False)
-            elif e.is_file(follow_symlinks=False):
-                with open(e.path, "rb") as f:
-                    nbytes += len(f.read())
-                files += 1
-
     try:
-        rec(root, True)
+        for n in walk_sizes(root):
+            files += 1
+            nbytes += n
     except OSError as e:
         error = f"{type(e).__name__}: {e}"
     end = time.monotonic()

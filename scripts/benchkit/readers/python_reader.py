@@ -15,27 +15,28 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 import time
 
 
-def walk(root: str) -> tuple[int, int]:
-    files = nbytes = 0
+def walk_sizes(d: str, top: bool = True) -> Iterator[int]:
+    """The size read of each file under d: os.scandir sorted by name, depth first, every file
+    read whole (d/.aisbatchfs skipped at the top). fleet_reader.py walks with it too."""
+    with os.scandir(d) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if top and e.name == ".aisbatchfs":
+            continue
+        if e.is_dir(follow_symlinks=False):
+            yield from walk_sizes(e.path, False)
+        elif e.is_file(follow_symlinks=False):
+            with open(e.path, "rb") as f:
+                yield len(f.read())
 
-    def rec(d: str, top: bool) -> None:
-        nonlocal files, nbytes
-        with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            if top and e.name == ".aisbatchfs":
-                continue
-            if e.is_dir(follow_symlinks=False):
-                rec(e.path, False)
-            elif e.is_file(follow_symlinks=False):
-                with open(e.path, "rb") as f:
-                    nbytes += len(f.read())
-                files += 1
-    rec(root, True)
-    return files, nbytes
+
+def walk(root: str) -> tuple[int, int]:
+    sizes = list(walk_sizes(root))
+    return len(sizes), sum(sizes)
 
 
 def read_list(paths: list[str]) -> tuple[int, int]:
