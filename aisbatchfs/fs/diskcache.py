@@ -434,7 +434,9 @@ class DiskCache:
         try:
             for _ in range(self.cfg.writers):
                 if self.cfg.write_processes:
-                    self._procs.append(await trio.to_thread.run_sync(WriterProcess))
+                    # started from this thread, not a worker: the child's death signal
+                    # follows the thread that forked it, and trio's workers exit when idle
+                    self._procs.append(WriterProcess())
                     self._idle_send.send_nowait(self._procs[-1])
                 else:
                     self._idle_send.send_nowait(None)  # None: write in a worker thread

@@ -14,7 +14,10 @@ length, a pickled list of (tmp, final, identity, data length, budget), then the 
 entry back to back; the child answers with an 8-byte length and a pickled (done, error), where
 `done` is `diskcache._write_entries`' list of booleans and `error` None or (errno, strerror).
 The child exits at EOF on its stdin, and dies with the daemon (PR_SET_PDEATHSIG): a `kill -9`
-of the daemon leaves at most a file in DIR/tmp/, which the next mount sets aside unread.
+of the daemon leaves at most a file in DIR/tmp/, which the next mount sets aside unread. The
+death signal follows the *thread* that forked the child, so WriterProcess must be created on a
+thread that lives as long as the writer is needed (the trio thread), never in a worker thread,
+which exits when idle and would take its writer with it.
 """
 
 from __future__ import annotations

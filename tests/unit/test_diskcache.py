@@ -512,6 +512,33 @@ def test_puts_never_wait_and_are_dropped_past_the_queue(root: Path):
     trio.run(main)
 
 
+def test_writer_processes_outlive_the_worker_threads_that_come_and_go(root: Path, monkeypatch):
+    """A writer process dies with the thread that started it (PR_SET_PDEATHSIG follows the
+    thread). trio's worker threads exit after 10 s idle: in P5-disk a writer started from one
+    was killed mid-epoch, and the mount wrote nothing more. Here every worker thread there is
+    gets a job once the writers are up, then exits at once."""
+    from trio._core import _thread_cache
+
+    async def main() -> None:
+        with DiskCache.open(DiskCacheConfig(root, writers=2), U) as dc:
+            async with running(dc):
+                dc.put(key(0), blob(0))
+                await dc.flush()  # the writers are up, their death signal set
+                assert dc.stats()["writes"] == 1
+                monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0)
+                async with trio.open_nursery() as n:
+                    for _ in range(threading.active_count() + 4):
+                        n.start_soon(trio.to_thread.run_sync, time.sleep, 0.05)
+                await until(lambda: threading.active_count() == 1)  # every worker exited
+                for i in range(1, 41):
+                    dc.put(key(i), blob(i))
+                await dc.flush()
+                s = dc.stats()
+                assert (s["writes"], s["write_drops"]) == (41, 0)
+                assert all(await dc.get_many([(key(i), 10 * KiB) for i in range(41)]))
+    trio.run(main)
+
+
 def tmpfs(size: str) -> Iterator[Path]:
     """A tmpfs of its own, unmounted afterwards (needs root, as the whole suite does)."""
     with tempfile.TemporaryDirectory(prefix="diskcache-fs-") as d:
