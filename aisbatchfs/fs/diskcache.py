@@ -70,15 +70,17 @@ EDQUOT, EROFS, EIO...) logs one line and stops writes for the mount's lifetime: 
 from then on. Entries on disk are still read, unless a read fails with EIO, which stops reads
 too.
 
-Threads and processes: file I/O runs in worker threads of the cache's own (`read_threads` for
-reads, which never queue behind writes; `write_threads` for evictions and the state file; one
-for the walk and the look at free space), never on the trio loop. Entries are written by
-`writers` processes of their own (diskwriter.py says why: in the daemon's process a writer
-thread waits for the GIL after each of its system calls, and fell 30x behind). A worker call
-reads or writes several entries (`get_many`; a writer takes what is queued, up to
-WRITE_BATCH): a thread hop costs about as much as a 64 KiB file on a fast disk. A written file gets posix_fadvise(DONTNEED) once written,
-which starts its writeback, and again FADVISE_LAG writes later, when its pages are clean and
-can go; a file read gets it at once: the page cache keeps no second copy of what the FUSE page
+Threads and processes: entries are read (and checked) by `readers` processes of their own and
+written by `writers` (diskworkers.py says why: in the daemon's process a thread waits for the
+GIL after each of its system calls; writer threads fell 30x behind, reader threads ran at a
+third of the disk's speed); the trio loop moves their bytes through pipes itself. Before
+`run()` (a test looking at DIR) and with `processes=False`, reads and writes run in worker
+threads instead. Evictions and the state file run in `write_threads` worker threads; the walk
+and the look at free space in one. A call reads or writes several entries (`get_many`: a
+batcher's chunk, a range's blocks; a writer takes what is queued, up to WRITE_BATCH). A written
+file gets posix_fadvise(DONTNEED) once written, which starts its writeback, and again
+FADVISE_LAG writes later, when its pages are clean and can go; a file read gets it at once:
+the page cache keeps no second copy of what the FUSE page
 cache holds. Memory: about 200 bytes per entry indexed.
 """
 
@@ -109,7 +111,7 @@ import xxhash
 
 from aisbatchfs.ais.api import Buffer
 from aisbatchfs.ais.models import BucketRef, Item
-from aisbatchfs.fs.diskwriter import WriterGone, WriterProcess, write_all
+from aisbatchfs.fs.diskworkers import WorkerGone, WorkerProcess, write_all
 from aisbatchfs.logs import RateLimited
 
 log = logging.getLogger(__name__)
@@ -153,12 +155,14 @@ class DiskCacheConfig:
     block_size: int = MiB
     # bytes waiting to be written; past it puts are dropped, so a slow disk holds no memory
     queue_bytes: int = 64 * MiB
-    read_threads: int = 4  # reads at once: each of a data loader's workers waits on one
+    # reads at once (reader processes): a data loader's workers each wait on one, and a
+    # batch's chunks are read in parallel; four took reads from 1 to 1.4 disk reads in flight
+    readers: int = 4
     write_threads: int = 2  # evictions and state writes at once
     writers: int = 2  # writer processes (batches written at once): two cores
-    # write in processes (diskwriter.py); False: in worker threads of this process, for
-    # tests that make the writes themselves fail or stall
-    write_processes: bool = True
+    # read and write in processes of their own (diskworkers.py); False: in worker threads of
+    # this process, for tests that make the file system calls themselves fail or stall
+    processes: bool = True
     refresh: float = 1.0  # seconds between looks at the filesystem's free space
 
 
@@ -346,10 +350,15 @@ class DiskCache:
         self._reads_off = ""  # why reads stopped
         self._room = trio.Lock()  # reservations, evictions and the persisted bound
         self._send, self._recv = trio.open_memory_channel[_Job](math.inf)  # bounded in bytes
-        self._readers = trio.CapacityLimiter(cfg.read_threads)
+        self._readers = trio.CapacityLimiter(cfg.readers)  # reads at once
         self._writers = trio.CapacityLimiter(cfg.write_threads)
-        self._procs: list[WriterProcess] = []  # started by run(), closed when it ends
-        self._idle_send, self._idle = trio.open_memory_channel[WriterProcess | None](math.inf)
+        # worker processes: started by run(), all closed when it ends
+        self._procs: list[WorkerProcess] = []
+        self._idle_send, self._idle = trio.open_memory_channel[WorkerProcess | None](math.inf)
+        # reads go to reader processes while run() runs (idle ones here; a gone one is
+        # replaced by the next read), else to worker threads
+        self._read_procs_on = False
+        self._idle_readers: list[WorkerProcess] = []
         self._background = trio.CapacityLimiter(1)
         self._later = _DropLater(FADVISE_LAG)
         self._tmp_seq = 0
@@ -432,14 +441,17 @@ class DiskCache:
         here, for the mount's lifetime."""
         await trio.to_thread.run_sync(_note_pid, self._lock_fd, limiter=self._background)
         try:
+            # processes are started from this thread, not a worker: a child's death signal
+            # follows the thread that forked it, and trio's workers exit when idle
             for _ in range(self.cfg.writers):
-                if self.cfg.write_processes:
-                    # started from this thread, not a worker: the child's death signal
-                    # follows the thread that forked it, and trio's workers exit when idle
-                    self._procs.append(WriterProcess())
+                if self.cfg.processes:
+                    self._procs.append(WorkerProcess("write"))
                     self._idle_send.send_nowait(self._procs[-1])
                 else:
                     self._idle_send.send_nowait(None)  # None: write in a worker thread
+            if self.cfg.processes:  # one reader now, the others when reads overlap
+                self._idle_readers = [self._new_reader()]
+                self._read_procs_on = True
             async with trio.open_nursery() as nursery:
                 for _ in range(self.cfg.writers):
                     nursery.start_soon(self._writer)
@@ -447,9 +459,17 @@ class DiskCache:
                 nursery.start_soon(self._watch_space)
                 task_status.started()
         finally:
+            self._read_procs_on = False  # reads go to threads from now on
+            self._idle_readers.clear()
             with trio.CancelScope(shield=True):
                 for proc in self._procs:
                     await trio.to_thread.run_sync(proc.close)
+            self._procs.clear()
+
+    def _new_reader(self) -> WorkerProcess:
+        proc = WorkerProcess("read")
+        self._procs.append(proc)
+        return proc
 
     # -- accounting ------------------------------------------------------------------------------
 
@@ -571,8 +591,11 @@ class DiskCache:
         for r in reads:
             self._reading[r.name] += 1
         try:
-            gots = await trio.to_thread.run_sync(
-                _read_entries, [r.args for r in reads], until_miss, limiter=self._readers)
+            if self._read_procs_on:
+                gots = await self._read_in_process([r.args for r in reads], until_miss)
+            else:
+                gots = await trio.to_thread.run_sync(
+                    _read_entries, [r.args for r in reads], until_miss, limiter=self._readers)
         finally:
             for r in reads:
                 self._reading[r.name] -= 1
@@ -582,6 +605,29 @@ class DiskCache:
             out[r.index] = self._settle(r, got)
         self._check()
         return out
+
+    async def _read_in_process(self, reqs: list[tuple[str, bytes, int, bool]],
+                               until_miss: bool) -> list[_Read]:
+        """`_read_entries` in an idle reader process. One that is gone (killed, crashed, or
+        cut off by a cancellation) is left; the next read starts another. Its entries are
+        read errors (misses: fetched from the cluster), which stop nothing."""
+        async with self._readers:
+            if self._idle_readers:
+                proc = self._idle_readers.pop()
+            else:
+                try:
+                    proc = self._new_reader()
+                except OSError as e:
+                    self._stop("reads", f"starting a reader process: {e.strerror}")
+                    return [_Read("error", detail=str(e.strerror))] * len(reqs)
+            try:
+                found = await proc.read(reqs, until_miss)
+            except WorkerGone as e:
+                self.counters["reader_restarts"] += 1
+                return [_Read("error", detail=str(e.strerror))] * len(reqs)
+            self._idle_readers.append(proc)
+        return [_Read(outcome, data, charge, detail, err)
+                for (outcome, charge, detail, err), data in found]
 
     def _settle(self, r: _ReadReq, got: _Read) -> bytes | None:
         """Count what a worker found, and update the index."""
@@ -726,7 +772,7 @@ class DiskCache:
             return
         done: list[bool] = []
         lost = False  # a writer process died: what it was given may be on disk, unindexed
-        taken: list[WriterProcess | None] = []
+        taken: list[WorkerProcess | None] = []
         try:
             proc = await self._idle.receive()
             taken.append(proc)
@@ -735,8 +781,8 @@ class DiskCache:
                 if proc is None:
                     done, error = await trio.to_thread.run_sync(_write_entries, reqs, self._later)
                 else:
-                    done, error = await trio.to_thread.run_sync(proc.write, reqs)
-            except WriterGone as e:
+                    done, error = await proc.write(reqs)
+            except WorkerGone as e:
                 lost, error = True, e
             if error is not None:
                 self._stop("writes", f"{errno.errorcode.get(error.errno or 0, error.errno)}: "

@@ -237,7 +237,7 @@ def stall(*args):
 
 async def main():
     # the modes that stall a write patch os in this process: writes in threads, not processes
-    dc = DiskCache.open(DiskCacheConfig(root, write_processes=mode == "loop"), "uuid-1")
+    dc = DiskCache.open(DiskCacheConfig(root, processes=mode == "loop"), "uuid-1")
     async with trio.open_nursery() as n:
         await n.start(dc.run)
         dc.put(key(1), blob(1))
@@ -271,7 +271,7 @@ def writers_of(pid: int) -> list[int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"aisbatchfs.fs.diskwriter" in argv and str(pid).encode() in argv:
+        if b"aisbatchfs.fs.diskworkers" in argv and str(pid).encode() in argv:
             found.append(int(d.name))
     return found
 
