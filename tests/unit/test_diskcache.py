@@ -264,7 +264,8 @@ trio.run(main)
 """
 
 
-def writers_of(pid: int) -> list[int]:
+def workers_of(pid: int) -> list[int]:
+    """The disk cache's worker processes (readers and writers) of process `pid`."""
     found = []
     for d in Path("/proc").iterdir():
         try:
@@ -276,11 +277,16 @@ def writers_of(pid: int) -> list[int]:
     return found
 
 
-def await_no_writer_of(pid: int, timeout: float = 10) -> None:
+def role_of(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return argv[argv.index(b"aisbatchfs.fs.diskworkers") + 1].decode()
+
+
+def await_no_worker_of(pid: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while writers_of(pid) and time.monotonic() < deadline:
+    while workers_of(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert writers_of(pid) == []
+    assert workers_of(pid) == []
 
 
 @pytest.mark.parametrize("mode", ["before rename", "mid write", "loop"])
@@ -290,14 +296,14 @@ def test_kill_9_mid_write_never_serves_half_written_data(root: Path, mode: str):
     try:
         assert child.stdout is not None and child.stdout.readline() == "stalled\n"
         if mode == "loop":
-            assert writers_of(child.pid), "the writes go through writer processes"
+            assert workers_of(child.pid), "the writes go through writer processes"
             time.sleep(random.uniform(0.2, 0.5))
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
         assert child.stdout is not None
         child.stdout.close()
-    await_no_writer_of(child.pid)  # its writer processes die with it
+    await_no_worker_of(child.pid)  # its writer processes die with it
     if mode != "loop":
         assert len(os.listdir(root / "tmp")) == 1  # left by the crash
 
@@ -536,6 +542,26 @@ def test_writer_processes_outlive_the_worker_threads_that_come_and_go(root: Path
                 s = dc.stats()
                 assert (s["writes"], s["write_drops"]) == (41, 0)
                 assert all(await dc.get_many([(key(i), 10 * KiB) for i in range(41)]))
+    trio.run(main)
+
+
+def test_a_reader_process_killed_costs_one_call_of_misses_then_another_reads(root: Path):
+    async def main() -> None:
+        with DiskCache.open(DiskCacheConfig(root), U) as dc:
+            async with running(dc):
+                for i in range(8):
+                    dc.put(key(i), blob(i))
+                await dc.flush()
+                wanted = [(key(i), 10 * KiB) for i in range(8)]
+                assert await dc.get_many(wanted) == [blob(i) for i in range(8)]
+                readers = [p for p in workers_of(os.getpid()) if role_of(p) == "read"]
+                assert len(readers) == 1
+                os.kill(readers[0], signal.SIGKILL)
+                assert await dc.get_many(wanted) == [None] * 8  # read errors: fetched again
+                s = dc.stats()
+                assert (s["reader_restarts"], s["read_errors"], s["reads_disabled"]) == (1, 8, "")
+                assert await dc.get_many(wanted) == [blob(i) for i in range(8)]
+                assert dc.stats()["entries"] == 8  # nothing was removed for it
     trio.run(main)
 
 
