@@ -215,7 +215,7 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
     kernel = KernelCache(ns, cache, kernel_open=kernel_open, push=settings.push_pages)
     sections: dict = {"cache": cache.stats, "pages": kernel.stats, "cluster": cluster.stats}
     disk_cache = await _open_disk_cache(settings, cluster)
-    disk = DiskTier(disk_cache, ns) if disk_cache is not None else None
+    disk = DiskTier(disk_cache, ns, cache) if disk_cache is not None else None
     if disk is not None:
         sections["disk"] = disk.stats
     batcher = hints = planner = None
@@ -287,8 +287,9 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         # the disk cache outlives the mount by a little: what it was given is written after
         # the kernel lets go of the mountpoint, so that a remount finds it
         async with trio.open_nursery() as outer:
-            if disk_cache is not None:
+            if disk_cache is not None and disk is not None:
                 await outer.start(disk_cache.run)
+                await outer.start(disk.run)
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(reader.run)
@@ -303,8 +304,8 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                     nursery.start_soon(_report_status, ops)
             finally:
                 unmount()
-            if disk_cache is not None:
-                await _drain_disk_cache(disk_cache)
+            if disk is not None:
+                await _drain_disk_cache(disk)
             outer.cancel_scope.cancel()
     finally:
         unmount()
@@ -316,15 +317,17 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
 DISK_DRAIN_TIMEOUT = 10.0  # at unmount, the longest wait for queued disk cache writes
 
 
-async def _drain_disk_cache(disk_cache: DiskCache) -> None:
-    """Write what is queued for the disk (at most `queue_bytes`, 64 MiB by default) before
-    exiting; a disk too slow for that loses the rest, which is only a cache."""
-    pending = disk_cache.stats()["pending"]
+async def _drain_disk_cache(disk: DiskTier) -> None:
+    """Write what is queued for the disk (at most `queue_bytes`, 64 MiB by default) and owed
+    to it before exiting; a disk too slow for that loses the rest, which is only a cache."""
+    s = disk.stats()
+    pending = s["pending"] + s["owed"]
     with trio.move_on_after(DISK_DRAIN_TIMEOUT) as waited:
-        await disk_cache.flush()
+        await disk.flush()
     if waited.cancelled_caught:
+        s = disk.stats()
         log.warning("disk cache: unmounting without %d queued writes (the disk took more "
-                    "than %.0f s)", disk_cache.stats()["pending"], DISK_DRAIN_TIMEOUT)
+                    "than %.0f s)", s["pending"] + s["owed"], DISK_DRAIN_TIMEOUT)
     elif pending:
         log.info("disk cache: %d queued writes finished before exiting", pending)
 

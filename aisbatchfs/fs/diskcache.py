@@ -134,6 +134,7 @@ PEEK = 4096  # the first read of a larger file: its header, unless the identity 
 FADVISE_LAG = 32  # written files whose pages are dropped again this many writes later
 WRITE_BATCH = 16  # entries written in one worker call: the thread hop is paid once
 WRITE_BATCH_BYTES = 8 * MiB  # ... and at most these bytes (a writer holds them reserved)
+WRITER_CALLS = 2  # calls under way per writer process (diskworkers.py says why)
 SLACK_SHARE = 32  # the persisted bound runs ahead of `used` by limit/32 (one fdatasync each)
 MAX_SLACK = 256 * MiB  # ... at most, so a remount after a crash overestimates by little
 BUCKET_BITS = 24  # an index value packs (charge << BUCKET_BITS | bucket directory id)
@@ -346,6 +347,8 @@ class DiskCache:
         self._pending = 0  # puts queued or being written
         self._drained = trio.Event()
         self._drained.set()
+        self._roomy = trio.Event()  # set while the queue is at most half full
+        self._roomy.set()
         self._writes_off = ""  # why writes stopped
         self._reads_off = ""  # why reads stopped
         self._room = trio.Lock()  # reservations, evictions and the persisted bound
@@ -444,16 +447,17 @@ class DiskCache:
             # processes are started from this thread, not a worker: a child's death signal
             # follows the thread that forked it, and trio's workers exit when idle
             for _ in range(self.cfg.writers):
-                if self.cfg.processes:
+                if self.cfg.processes:  # two calls each: one written, the next in the pipe
                     self._procs.append(WorkerProcess("write"))
-                    self._idle_send.send_nowait(self._procs[-1])
+                    for _ in range(WRITER_CALLS):
+                        self._idle_send.send_nowait(self._procs[-1])
                 else:
                     self._idle_send.send_nowait(None)  # None: write in a worker thread
             if self.cfg.processes:  # one reader now, the others when reads overlap
                 self._idle_readers = [self._new_reader()]
                 self._read_procs_on = True
             async with trio.open_nursery() as nursery:
-                for _ in range(self.cfg.writers):
+                for _ in range(self.cfg.writers * (WRITER_CALLS if self.cfg.processes else 1)):
                     nursery.start_soon(self._writer)
                 nursery.start_soon(self._walk)
                 nursery.start_soon(self._watch_space)
@@ -686,27 +690,33 @@ class DiskCache:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def put(self, key: DiskKey, data: Buffer | memoryview) -> None:
-        """Queue an entry to be written, and return at once: dropped when writes are off, the
-        queue is full, or the key is there or on its way. `data` must not change after."""
+    def put(self, key: DiskKey, data: Buffer | memoryview, *, deferrable: bool = False) -> bool:
+        """Queue an entry to be written, and return at once: not queued when writes are off,
+        the key is there or on its way, or the queue is full (dropped; False if `deferrable`:
+        the caller offers it again once `room()` returns, and owns the drop if it cannot).
+        `data` must not change after."""
         if self._writes_off:
-            self._drop("off")
-            return
+            self.drop("off")
+            return True
         identity = key.identity()
         name = _name(identity)
         if (name in self._bytes or name in self._writing or name in self._busy
                 or name in self._reading):
-            return
+            return True
         nbytes = memoryview(data).nbytes
         if self._queued + nbytes > self.cfg.queue_bytes:
-            self._drop("queue_full")
-            return
+            self._roomy = trio.Event()
+            if deferrable:
+                return False
+            self.drop("queue_full")
+            return True
         self._queued += nbytes
         self._writing.add(name)
         if not self._pending:
             self._drained = trio.Event()
         self._pending += 1
         self._send.send_nowait(_Job(key, identity, name, data, nbytes))
+        return True
 
     def put_range(self, key: DiskKey, start: int, data: Buffer | memoryview) -> None:
         """Queue the blocks of a large object that `data` (its bytes from `start`) holds
@@ -727,7 +737,13 @@ class DiskCache:
         while self._pending:
             await self._drained.wait()
 
-    def _drop(self, why: str) -> None:
+    async def room(self) -> None:
+        """Wait until the queue is at most half full (or writes are off)."""
+        while self._queued > self.cfg.queue_bytes // 2 and not self._writes_off:
+            await self._roomy.wait()
+
+    def drop(self, why: str) -> None:
+        """Count a write not made, and why."""
         self.counters["write_drops"] += 1
         self.counters[f"write_drops_{why}"] += 1
 
@@ -743,6 +759,8 @@ class DiskCache:
                     break
                 nbytes += jobs[-1].nbytes
             self._queued -= nbytes
+            if self._queued <= self.cfg.queue_bytes // 2:
+                self._roomy.set()
             try:
                 await self._write(jobs)
             finally:
@@ -753,21 +771,23 @@ class DiskCache:
 
     async def _write(self, jobs: list[_Job]) -> None:
         plans: list[tuple[_Job, str, int, tuple]] = []  # job, bucket dir, cost, worker args
-        for job in jobs:
-            bucket_dir = job.key.bucket_dir()
-            hexname = f"{job.name:016x}"
-            hh = f"{bucket_dir}/{hexname[:2]}"
-            est = _round_up(_HEAD.size + len(job.identity) + _SUM.size + job.nbytes,
-                            self._bsize)
-            parts = hh.split("/")
-            chain = ["/".join(parts[:i]) for i in range(2, len(parts) + 1)]  # data/C...data/C/B/HH
-            if not await self._reserve(est + DIRENT, chain):
-                self._drop("off" if self._writes_off else "no_room")
-                continue
-            self._tmp_seq += 1
-            plans.append((job, bucket_dir, est + DIRENT, (
-                f"{self.root}/tmp/{hexname}.{self._tmp_seq}", f"{self.root}/{hh}/{hexname}",
-                job.identity, job.data, est)))
+        # one turn of the lock for all: each turn is a trip through the busy event loop
+        async with self._room:
+            for job in jobs:
+                bucket_dir = job.key.bucket_dir()
+                hexname = f"{job.name:016x}"
+                hh = f"{bucket_dir}/{hexname[:2]}"
+                est = _round_up(_HEAD.size + len(job.identity) + _SUM.size + job.nbytes,
+                                self._bsize)
+                parts = hh.split("/")
+                chain = ["/".join(parts[:i]) for i in range(2, len(parts) + 1)]  # data/C/B/HH
+                if not await self._reserve(est + DIRENT, chain):
+                    self.drop("off" if self._writes_off else "no_room")
+                    continue
+                self._tmp_seq += 1
+                plans.append((job, bucket_dir, est + DIRENT, (
+                    f"{self.root}/tmp/{hexname}.{self._tmp_seq}", f"{self.root}/{hh}/{hexname}",
+                    job.identity, job.data, est)))
         if not plans:
             return
         done: list[bool] = []
@@ -798,42 +818,43 @@ class DiskCache:
                     self.counters["writes"] += 1
                     self.counters["write_bytes"] += job.nbytes
                 elif written is False:
-                    self._drop("larger_than_estimated")
+                    self.drop("larger_than_estimated")
                 else:  # not attempted: after an error, or the mount is ending
-                    self._drop("off" if self._writes_off else "cancelled")
+                    self.drop("off" if self._writes_off else "cancelled")
                     if lost:  # may be there all the same: count it against the limit
                         self._unscanned += cost
             self._check()
 
     async def _reserve(self, cost: int, chain: list[str]) -> bool:
         """Set aside `cost` bytes and the directories in `chain` not charged yet, evicting
-        if that makes room; raise the persisted bound first if they pass it."""
-        async with self._room:
-            new = [d for d in chain if d not in self._dirs]
-            need = cost + len(new) * self._dircost
-            if not await self._fit(need):
+        if that makes room; raise the persisted bound first if they pass it. The caller
+        holds `_room`."""
+        assert self._room.locked()
+        new = [d for d in chain if d not in self._dirs]
+        need = cost + len(new) * self._dircost
+        if not await self._fit(need):
+            return False
+        self._reserved += cost
+        self._fixed += len(new) * self._dircost
+        self._dirs.update(new)
+        assert self.used <= self.limit, self.stats()
+        if self.used > self._persisted:
+            target = min(self.used + self._slack(), max(self.limit, self.used))
+            try:
+                await trio.to_thread.run_sync(self._write_state, target,
+                                              limiter=self._writers)
+                self._persisted = target
+            except OSError as e:
+                self._reserved -= cost
+                self._fixed -= len(new) * self._dircost
+                self._dirs.difference_update(new)
+                self._stop("writes", f"saving the state: {e.strerror}")
                 return False
-            self._reserved += cost
-            self._fixed += len(new) * self._dircost
-            self._dirs.update(new)
-            assert self.used <= self.limit, self.stats()
-            if self.used > self._persisted:
-                target = min(self.used + self._slack(), max(self.limit, self.used))
-                try:
-                    await trio.to_thread.run_sync(self._write_state, target,
-                                                  limiter=self._writers)
-                    self._persisted = target
-                except OSError as e:
-                    self._reserved -= cost
-                    self._fixed -= len(new) * self._dircost
-                    self._dirs.difference_update(new)
-                    self._stop("writes", f"saving the state: {e.strerror}")
-                    return False
-            # nothing is written that the persisted bound does not cover: a crash now leaves
-            # DIR within it (the walk may find more than `unscanned` said, but finds no new
-            # bytes: only what an earlier mount charged more than it took)
-            assert self.used <= self._persisted, self.stats()
-            return True
+        # nothing is written that the persisted bound does not cover: a crash now leaves
+        # DIR within it (the walk may find more than `unscanned` said, but finds no new
+        # bytes: only what an earlier mount charged more than it took)
+        assert self.used <= self._persisted, self.stats()
+        return True
 
     async def _fit(self, need: int) -> bool:
         """Evict until `need` more bytes fit under the limit; False, evicting nothing, if
@@ -887,6 +908,7 @@ class DiskCache:
         """Stop writes (or reads) for good, with one log line."""
         if what == "writes" and not self._writes_off:
             self._writes_off = why
+            self._roomy.set()  # nothing waits for room that will not come
             log.warning("disk cache %s: writing stopped (%s); memory only from now on",
                         self.root, why)
         elif what == "reads" and not self._reads_off:

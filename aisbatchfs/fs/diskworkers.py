@@ -66,7 +66,12 @@ class WorkerGone(OSError):
 
 
 class WorkerProcess:
-    """The parent's end: `role` is "write" or "read". One call at a time."""
+    """The parent's end: `role` is "write" or "read". Calls may overlap: their requests go
+    out one after another, and each waits for its reply in the order they went out, so the
+    child finds the next request in its pipe when it finishes one instead of waiting for the
+    daemon's loop to notice its reply and send another (while data arrived, two writers sat
+    idle three quarters of the time that way, and a third of the writes found a full queue).
+    """
 
     def __init__(self, role: str) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
@@ -84,6 +89,8 @@ class WorkerProcess:
             with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
         self.gone = False
+        self._sending = trio.Lock()
+        self._replies = trio.Lock()  # fair: taken in the order the requests went out
 
     @property
     def pid(self) -> int:
@@ -113,10 +120,16 @@ class WorkerProcess:
         try:
             views = [memoryview(b).cast("B") for b in blobs]
             head = pickle.dumps((meta, [len(v) for v in views]))
-            await _send(self._to, [_LEN.pack(len(head)), head, *views])
-            n = _LEN.unpack(await _recv(self._from, _LEN.size))[0]
-            reply, sizes = pickle.loads(await _recv(self._from, n))
-            return reply, [await _recv(self._from, size) for size in sizes]
+            async with self._sending:
+                await _send(self._to, [_LEN.pack(len(head)), head, *views])
+                # in line for the reply before the next request goes out
+                await self._replies.acquire()
+            try:
+                n = _LEN.unpack(await _recv(self._from, _LEN.size))[0]
+                reply, sizes = pickle.loads(await _recv(self._from, n))
+                return reply, [await _recv(self._from, size) for size in sizes]
+            finally:
+                self._replies.release()
         except BaseException as e:  # the pipe is mid-message: this process cannot go on
             self.gone = True
             self._proc.kill()

@@ -545,6 +545,41 @@ def test_writer_processes_outlive_the_worker_threads_that_come_and_go(root: Path
     trio.run(main)
 
 
+def test_arrivals_that_find_the_queue_full_are_written_later_from_what_memory_holds(root: Path):
+    """The disk tier owes a write the full queue refused, and makes it from the memory cache's
+    copy once the queue has room; a file memory has let go by then is dropped, never waited
+    for with bytes of its own."""
+    from types import SimpleNamespace
+
+    from aisbatchfs.fs.cache import ReadCache
+    from aisbatchfs.fs.disktier import DiskTier
+
+    items = [Item(B, f"o{i}", "", 10 * KiB, "1", "ck1") for i in range(40)]
+
+    async def main() -> None:
+        memory = ReadCache(len(items) * 10 * KiB)  # holds them all, nothing more
+        for i, item in enumerate(items):
+            memory.fill(item, blob(i), memory.reserve(10 * KiB, demanded=True))
+        with DiskCache.open(DiskCacheConfig(root, queue_bytes=64 * KiB), U) as dc:
+            tier = DiskTier(dc, SimpleNamespace(bucket_created_ns={B: CREATED}), memory)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(dc.run)
+                await nursery.start(tier.run)
+                for i, item in enumerate(items):  # one burst: 400 KiB at a 64 KiB queue
+                    tier.put(item, blob(i))
+                memory.get(items[-1])  # the last one is read: it goes first for room
+                room = memory.reserve(10 * KiB, demanded=True)  # ...before its turn
+                assert room is not None and memory.peek(items[-1]) is None
+                await tier.flush()
+                s = tier.stats()
+                assert s["write_deferred"] >= 30 and s["owed"] == 0
+                assert (s["writes"], s["write_drops"], s["write_drops_queue_full"]) == (39, 1, 1)
+                found = await tier.get_many(items)
+                assert found == [blob(i) for i in range(39)] + [None]
+                nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
 def test_a_reader_process_killed_costs_one_call_of_misses_then_another_reads(root: Path):
     async def main() -> None:
         with DiskCache.open(DiskCacheConfig(root), U) as dc:
