@@ -165,7 +165,8 @@ class Batcher:
         if w is None:
             w = Want(item, demanded=True)
             self._wants[item] = w
-            self._queue_demand(w)
+            if not self._from_disk_now(w):
+                self._queue_demand(w)
         elif not w.demanded:
             w.demanded = True
             if w.state is State.QUEUED:
@@ -219,6 +220,33 @@ class Batcher:
             raise DeadlineExceeded(f"read deadline of {self.cfg.read_timeout:g}s passed",
                                    what=f"read {item}")
         return left
+
+    def _from_disk_now(self, w: Want) -> bool:
+        """A demanded item the disk cache holds is read from there at once: coalescing is
+        for round trips to the cluster, and a shuffled reader's miss held for others' (up to
+        MAX_HOLD) waited far longer than the disk takes. False: left to the queue."""
+        if self.disk is None or self._nursery is None or not self.disk.holds(w.item):
+            return False
+        r = self.cache.reserve(w.item.size, demanded=True)
+        if r is None:
+            return False
+        self._transition(w, State.IN_FLIGHT, reservation=r)
+        self._await(w)
+        self.counters["disk_direct"] += 1
+        self._nursery.start_soon(self._direct_from_disk, w)
+        return True
+
+    async def _direct_from_disk(self, w: Want) -> None:
+        """The disk's answer for one demanded item; if it has gone meanwhile, the item joins
+        the demand queue after all."""
+        try:
+            if await self._from_disk([w]):
+                self._requeue([w])
+                self.kick()
+        except Exception:  # noqa: BLE001 - a bug here must not end the mount
+            log.exception("reading %s from the disk cache failed unexpectedly", w.item)
+            if w.state is State.IN_FLIGHT:
+                self._settle(w, State.DROPPED, why=AisError("disk cache read failed"))
 
     def _queue_demand(self, w: Want) -> None:
         if self._first_demand_at is None:

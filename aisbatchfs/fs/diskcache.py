@@ -565,6 +565,12 @@ class DiskCache:
             return False
         return None
 
+    def holds(self, key: DiskKey) -> bool:
+        """Whether the index has the entry, readable now (no file is looked at)."""
+        name = _name(key.identity())
+        return (name in self._bytes and not self._reads_off and name not in self._writing
+                and name not in self._busy)
+
     async def get(self, key: DiskKey, expected_size: int) -> bytes | None:
         """The entry's bytes, checked; None on a miss (not there, or bad: counted and
         removed). Never raises for a disk error."""

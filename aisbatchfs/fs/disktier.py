@@ -56,6 +56,11 @@ class DiskTier:
         found = iter(await self.cache.get_many(asked) if asked else [])
         return [next(found) if k is not None else None for k in keys]
 
+    def holds(self, item: Item) -> bool:
+        """Whether the disk cache's index has the item (a read may still miss: a bad entry)."""
+        key = self._key(item)
+        return key is not None and self.cache.holds(key)
+
     async def get_range(self, item: Item, start: int, length: int) -> Buffer | None:
         key = self._key(item)
         return None if key is None else await self.cache.get_range(key, start, length)

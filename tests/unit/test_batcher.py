@@ -297,6 +297,9 @@ class FakeDisk:
         await trio.sleep(0.0005)
         return [self.held.get(item) for item in items]
 
+    def holds(self, item: Item) -> bool:
+        return item in self.held
+
     def put(self, item: Item, data: bytes) -> None:
         self.puts.append(item)
         self.held[item] = bytes(data)
@@ -323,6 +326,29 @@ def test_files_on_disk_arrive_from_there_and_only_the_rest_from_the_cluster():
             assert [len(c[1]) for c in fake.calls if c[0] == "batch"] == [4]  # the rest only
             assert sorted(disk.puts, key=str) == sorted(items[6:], key=str)  # kept on disk
             assert batcher.counters["disk_hits"] == 6
+            n.cancel_scope.cancel()
+    run(main)
+
+
+def test_a_miss_the_disk_holds_is_read_at_once_not_held_for_other_readers():
+    """Eight shuffled readers: a miss is held (up to MAX_HOLD) for the others' next misses to
+    share a round trip to the cluster, but one the disk cache holds needs no round trip."""
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            fake = FakeAis(first_byte=0.050)  # the others' items are on their way a while
+            items = files(fake, 8)
+            disk = FakeDisk({items[7]: expected(fake, items[7])})
+            batcher = Batcher(fake, ReadCache(64 << 20), BatcherConfig(), disk=disk)
+            await n.start(batcher.run)
+            async with trio.open_nursery() as readers:
+                for item in items[:7]:
+                    readers.start_soon(batcher.get, item)
+                await trio.sleep(0.010)
+                t0 = trio.current_time()
+                assert bytes(await batcher.get(items[7])) == expected(fake, items[7])
+                assert trio.current_time() - t0 == pytest.approx(0.0005)  # the disk's time
+            assert all(items[7] not in c[1] for c in fake.calls if c[0] == "batch")
+            assert batcher.counters["disk_direct"] == 1
             n.cancel_scope.cancel()
     run(main)
 
