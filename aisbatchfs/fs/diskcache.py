@@ -154,10 +154,12 @@ class DiskCacheConfig:
     clear_on_mount: bool = False  # disk_cache_clear_on_mount: start empty
     # blocks of large objects (mountpoint-s3's size): a read-ahead window is a few of them
     block_size: int = MiB
-    # bytes waiting to be written; past it puts are dropped, so a slow disk holds no memory
+    # bytes waiting to be written; past it a put is refused (the disk tier owes it, or it is
+    # dropped), so a slow disk holds no memory
     queue_bytes: int = 64 * MiB
-    # reads at once (reader processes): a data loader's workers each wait on one, and a
-    # batch's chunks are read in parallel; four took reads from 1 to 1.4 disk reads in flight
+    # reads at once, each in a reader process: a data loader's workers each wait on one, and
+    # a batch's chunks are read in parallel (four: what the disk here gains from, 326 -> 457
+    # MB/s from one to four readers of 64 KiB files)
     readers: int = 4
     write_threads: int = 2  # evictions and state writes at once
     writers: int = 2  # writer processes (batches written at once): two cores

@@ -96,13 +96,13 @@ class Planner:
         end = min(st.frontier + st.window, len(st.order))
         nbytes = 0
         for e in st.order[st.frontier:end]:
-            if plan.fetch and nbytes + e.size > self.max_bytes * int(__import__('os').environ.get('WB','1')):
+            if plan.fetch and nbytes + e.size > self.max_bytes:
                 break
             plan.fetch.append(e)
             nbytes += e.size
         st.frontier += len(plan.fetch)
         if following:  # confidence grows only while the reader follows the listing
-            st.window = min(st.window * 2, self.max_items * int(__import__('os').environ.get('WB','1')))
+            st.window = min(st.window * 2, self.max_items)
         if plan.fetch:
             # the reader at fetch[t] finds no more than the next window ahead of it
             t = max(0, len(plan.fetch) - 1 - st.window)
