@@ -287,8 +287,8 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         # the disk cache outlives the mount by a little: what it was given is written after
         # the kernel lets go of the mountpoint, so that a remount finds it
         async with trio.open_nursery() as outer:
-            if disk_cache is not None and disk is not None:
-                await outer.start(disk_cache.run)
+            if disk is not None:
+                await outer.start(disk.cache.run)
                 await outer.start(disk.run)
             try:
                 async with trio.open_nursery() as nursery:

@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 # the longest a miss is held for readers whose items are still on their way
 MAX_HOLD = 0.025
 # items of a batch one disk cache read takes (2 MiB of 64 KiB files): small enough that a
-# batch's chunks read in parallel and its first items arrive early, large enough that a
-# worker thread's hop (~100 us) is a small part of it
+# batch's chunks read in parallel and its first items arrive early, large enough that the
+# call to a reader process is a small part of it
 DISK_CHUNK = 32
 
 
@@ -339,7 +339,7 @@ class Batcher:
         """Items found in the disk cache arrive from there, as they would from the cluster
         (into memory, and ahead into the kernel's cache); the rest are left to fetch, in
         their order. The batch is read in chunks of DISK_CHUNK, in parallel (up to the disk
-        cache's read threads), each arriving as it is read: one worker reading a whole batch
+        cache's readers), each arriving as it is read: one worker reading a whole batch
         kept one disk read at a time in flight, and its first item waited for its last."""
         assert self.disk is not None
         disk = self.disk
