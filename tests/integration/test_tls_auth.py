@@ -381,7 +381,7 @@ class TestAuthN:
     def test_a_token_rejected_mid_read_is_re_read_on_401(self, auth, mounter, tmp_path):
         """Revoked on the cluster while its exp is hours away: only the 401 says so."""
         tf = tmp_path / "token"
-        first = auth.token("--bucket", BUCKET, "--read-only")
+        first = auth.token("--bucket", BUCKET, "--read-only", "--sub", "first")
         write_token(tf, first)
         m = self.mount(auth, mounter, tf)
         reader = Reader(m, auth.files)
@@ -401,7 +401,9 @@ class TestAuthN:
 
     def test_sighup_reloads_the_token_file(self, auth, mounter, tmp_path):
         tf = tmp_path / "token"
-        first = auth.token("--bucket", BUCKET, "--read-only")
+        # a sub of its own: a token is its claims, and `iat` has whole seconds, so a token
+        # minted like one an earlier test revoked can be that very token, revoked
+        first = auth.token("--bucket", BUCKET, "--read-only", "--sub", "before-hup")
         write_token(tf, first)
         m = self.mount(auth, mounter, tf)
         reader = Reader(m, auth.files)
@@ -448,7 +450,7 @@ class TestAuthN:
 
     def test_the_token_never_shows_in_logs_ps_metrics_or_stats(self, auth, mounter, tmp_path):
         tf = tmp_path / "token"
-        token = auth.token("--bucket", BUCKET, "--read-only")
+        token = auth.token("--bucket", BUCKET, "--read-only", "--sub", "never-shown")
         write_token(tf, token)
         port = free_port()
         m = self.mount(auth, mounter, tf, "--log-level", "debug",

@@ -531,11 +531,12 @@ def test_writer_processes_outlive_the_worker_threads_that_come_and_go(root: Path
                 dc.put(key(0), blob(0))
                 await dc.flush()  # the writers are up, their death signal set
                 assert dc.stats()["writes"] == 1
+                idle = [t for t in threading.enumerate() if t.name.startswith("Trio thread")]
                 monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0)
                 async with trio.open_nursery() as n:
                     for _ in range(threading.active_count() + 4):
                         n.start_soon(trio.to_thread.run_sync, time.sleep, 0.05)
-                await until(lambda: threading.active_count() == 1)  # every worker exited
+                await until(lambda: not any(t.is_alive() for t in idle))  # all exited
                 for i in range(1, 41):
                     dc.put(key(i), blob(i))
                 await dc.flush()
