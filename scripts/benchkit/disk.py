@@ -39,6 +39,11 @@ after minus before:
                  requests, every hop, beside them)
 From /proc: VmHWM and VmRSS of the daemon (the stats' pid) or of rclone after the epoch;
 MemAvailable before and after it. rclone has no counters: time, memory and its cache's size.
+
+The limit, below our rows: after a run's third epoch and before its directory is removed, the
+cache directory's entry files are read back whole by READBACK_THREADS threads of this process,
+page cache dropped first (not timed with the run): what the disk gives a plain reader, the
+floor under any epoch served from it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import os
 import shutil
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +76,7 @@ RCLONE = RcloneCachePeer.name
 DATA_CALLS = ("calls_moss", "calls_get", "calls_get_member", "calls_get_range")
 SECTIONS = ("client", "batch", "cache", "disk", "fs", "fuse", "pages", "direct")
 SETTLE_S = 60.0
+READBACK_THREADS = 4
 NOT_DISK = ("tmpfs", "ramfs")
 FALLBACK_BASE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aisbatchfs" / "bench-disk-cache"
 
@@ -183,6 +190,22 @@ def cold() -> None:
     """sync, then drop the page cache, dentries and inodes."""
     os.sync()
     drop_caches(3)
+
+
+def readback(d: Path) -> dict | None:
+    """The limit: every file under d/data read whole by READBACK_THREADS threads, cold."""
+    paths = [os.path.join(dp, n) for dp, _, names in os.walk(d / "data") for n in names]
+    if not paths:
+        return None
+
+    def size(p: str) -> int:
+        with open(p, "rb", buffering=0) as f:
+            return len(f.read())
+    cold()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(READBACK_THREADS) as ex:
+        nbytes = sum(ex.map(size, paths, chunksize=64))
+    return {"seconds": round(time.perf_counter() - t0, 4), "files": len(paths), "bytes": nbytes}
 
 
 # -- one epoch's figures ------------------------------------------------------------------------------
@@ -309,6 +332,10 @@ def epoch_trial(b: Bench, row: Row, endpoint: str, ds: Dataset, base: Path, labe
                     + (f", disk hit rate {rec['disk_hit_rate']}" if rec["disk_hit_rate"] is not None else "")
                     + (f", {rec['data_requests']} data requests" if rec["data_requests"] is not None else "")
                     + (f", VmHWM {human(hwm)}" if hwm else ""))
+        limit = readback(cdir) if isinstance(sysm, DiskOurs) else None
+        if limit:
+            log(f"{label} limit: {limit['files']} entry files read back by {READBACK_THREADS} threads, "
+                f"cold: {limit['seconds']:.3f}s")
     finally:
         shutil.rmtree(cdir, ignore_errors=True)
 
@@ -319,7 +346,8 @@ def epoch_trial(b: Bench, row: Row, endpoint: str, ds: Dataset, base: Path, labe
     return {"seconds": total("seconds"), "files": total("files"), "bytes": total("bytes"),
             "epochs": epochs, "mount_seconds": mount_s, "http_requests": total("http_requests"),
             "fuse_requests": total("fuse_requests"), "peak_rss_bytes": max(hwms) if hwms else None,
-            "daemon_cpu_seconds": total("cpu_seconds"), "cache_dir": str(cdir), "error": None}
+            "daemon_cpu_seconds": total("cpu_seconds"), "cache_dir": str(cdir), "readback": limit,
+            "error": None}
 
 
 # -- the case -------------------------------------------------------------------------------------------
@@ -361,6 +389,8 @@ def aggregate(rows: list[Row], cache_size: int) -> None:
             "e2_data_requests_over_e1": round(req[1] / req[0], 4) if req[0] and req[1] is not None else None,
             "e2_disk_hit_rate": eps[1]["disk_hit_rate"],
             "e3_disk_hit_rate": eps[2]["disk_hit_rate"],
+            "readback_seconds": _median([(r.get("readback") or {}).get("seconds") for r in ok]),
+            "readback_files": _median([(r.get("readback") or {}).get("files") for r in ok]),
         })
 
 
@@ -492,4 +522,8 @@ def disk_lines(r: dict) -> str:
                  f"{_mib(x['vm_hwm_bytes']):>6} {_mib(x['vm_rss_bytes']):>6} "
                  f"{_mib(x['mem_available_before']) + '>' + _mib(x['mem_available_after']):>22} "
                  f"{_mib(x['cache_dir_bytes']):>10}\n")
+    sec, files = r.get("readback_seconds"), r.get("readback_files")
+    if sec:
+        w.append(f"        **limit** the cache directory's {files:,.0f} entry files read back by "
+                 f"{READBACK_THREADS} plain threads, cold: {sec:.3f} s ({files / sec:,.0f} files/s)\n")
     return "".join(w)
