@@ -24,11 +24,20 @@ from prometheus_client.core import (
 log = logging.getLogger(__name__)
 
 BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
-# values that go up and down; everything else is a counter
+# values that go up and down (sizes, queues, limits, states); everything else is a counter,
+# which Prometheus's rate() reads as restarted when it goes down
 GAUGES = {"cache.budget", "cache.used", "cache.cached", "cache.reserved", "cache.peak",
           "cache.items", "namespace.nodes", "batch.queued", "batch.in_flight_limit",
           "batch.items_per_batch", "batch.first_byte_ms_p50", "batch.first_byte_ms_p90",
-          "hints.pending", "pages.queued"}
+          "hints.pending", "pages.queued", "pages.pushed_unread", "pages.pushed_unread_bytes",
+          "pages.push_budget", "cluster.most_targets", "disk.bytes", "disk.entries",
+          "disk.limit", "disk.queued", "disk.pending", "disk.owed", "disk.reserved",
+          "disk.unscanned", "direct.large_files", "direct.streams"}
+GAUGE_PREFIXES = ("cache.reserved_",)  # the budget reserved, by purpose
+
+
+def _is_gauge(name: str, value: float) -> bool:
+    return isinstance(value, bool) or name in GAUGES or name.startswith(GAUGE_PREFIXES)
 
 
 class OpTimings:
@@ -68,7 +77,7 @@ class _Collector:
                 if not isinstance(value, (int, float)):
                     continue
                 name = f"aisbatchfs_{section}_{key}"
-                family = (GaugeMetricFamily if f"{section}.{key}" in GAUGES
+                family = (GaugeMetricFamily if _is_gauge(f"{section}.{key}", value)
                           else CounterMetricFamily)(
                     name, f"aisbatchfs {section} {key}")
                 family.add_metric([], value)
