@@ -713,7 +713,8 @@ class DiskCache:
             return True
         nbytes = memoryview(data).nbytes
         if self._queued + nbytes > self.cfg.queue_bytes:
-            self._roomy = trio.Event()
+            if self._roomy.is_set():  # a new one only: tasks may wait on the one there
+                self._roomy = trio.Event()
             if deferrable:
                 return False
             self.drop("queue_full")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from aisbatchfs.ais.models import BucketRef, Item
 from aisbatchfs.fs.diskcache import DiskCache, DiskCacheConfig, DiskCacheError, DiskKey, clear
@@ -578,6 +579,27 @@ def test_arrivals_that_find_the_queue_full_are_written_later_from_what_memory_ho
                 found = await tier.get_many(items)
                 assert found == [blob(i) for i in range(39)] + [None]
                 nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
+def test_a_wait_for_room_ends_even_if_more_puts_found_the_queue_full_meanwhile(root: Path):
+    async def main() -> None:
+        with DiskCache.open(DiskCacheConfig(root, queue_bytes=64 * KiB), U) as dc:
+            for i in range(7):  # no writer runs yet: six are queued, the seventh finds it full
+                dc.put(key(i), blob(i))
+            roomy = trio.Event()
+
+            async def wait_for_room() -> None:
+                await dc.room()
+                roomy.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait_for_room)
+                await trio.testing.wait_all_tasks_blocked()
+                dc.put(key(7), blob(7))  # full again, while the other waits
+                async with running(dc):
+                    with trio.fail_after(10):
+                        await roomy.wait()
     trio.run(main)
 
 
