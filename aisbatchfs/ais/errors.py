@@ -35,7 +35,12 @@ class AisError(Exception):
         return False
 
     def __str__(self) -> str:
-        parts = [self.what] if self.what else []
+        return f"{self.what}: {self.answer}" if self.what else self.answer
+
+    @property
+    def answer(self) -> str:
+        """What went wrong, without the call it happened to (for messages that name it once)."""
+        parts = []
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
         if self.tcode:

@@ -653,6 +653,7 @@ class Transport:
             self.calls[kind] += 1
         self._renew_token_if_due()
         attempt = 0
+        last: AisError | None = None  # what the previous attempt got: the reason for this one
         reauthenticated = False  # one retry with a new token after a 401
         while True:
             token = self._token
@@ -686,6 +687,13 @@ class Transport:
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                 call.finish()
                 err = self._map_exception(e, call, what, sending=True)
+                if isinstance(err, DeadlineExceeded) and last is not None:
+                    # a retry cut short: "deadline" alone would hide why there was a retry
+                    raise DeadlineExceeded(
+                        f"{err.message} during attempt {attempt + 1}; "
+                        f"the one before got: {last.answer}",
+                        what=what,
+                    ) from last
             else:
                 if resp.status_code in ok:
                     return Stream(self, resp, call, what)
@@ -717,8 +725,10 @@ class Transport:
             backoff = random.uniform(0.5, 1.0) * min(cfg.max_backoff, cfg.backoff * 2**attempt)
             if time.monotonic() + backoff >= deadline:
                 raise DeadlineExceeded(
-                    f"deadline of {total:g}s passed after {attempt + 1} attempts; last: {err}",
+                    f"deadline of {total:g}s passed after {attempt + 1} attempts; "
+                    f"last: {err.answer}",
                     what=what,
                 ) from err
             attempt += 1
+            last = err
             time.sleep(backoff)

@@ -195,6 +195,21 @@ def test_status_400_no_targets_is_relayed_exactly(data, proxy, client):
     assert s.get(url).content == data[1]["o0"]  # the same keep-alive connection still works
 
 
+def test_a_deadline_that_cuts_a_retry_short_names_the_answer_that_caused_the_retry(
+        data, proxy, client):
+    """The first answer (slow) says no targets; the retry is still waiting when the deadline
+    comes. The error must say why there was a retry at all, not only that time ran out."""
+    bucket, _ = data
+    rule = proxy.add(Rule(path=MOSS, node="proxy", status=400, tcode="ErrNoNodes",
+                          message="no storage targets in the cluster", stall=1.2))
+    got, err = read_batch(batch_of(client, bucket, ["o0"], timeout=2.0))
+    assert not got and isinstance(err, DeadlineExceeded), err
+    assert rule.fired == 2, "the retry was not under way when the deadline came"
+    cause = err.__cause__
+    assert isinstance(cause, AisError) and (cause.status, cause.tcode) == (400, "ErrNoNodes")
+    assert "no storage targets in the cluster" in str(err)
+
+
 def test_rules_count_skip_spend_and_go(data, proxy):
     bucket, _ = data
     s = requests.Session()
