@@ -229,9 +229,10 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                           read_timeout=settings.read_timeout),
             on_arrival=kernel.offer, cluster=cluster, disk=disk)
         planner = Planner(ns, batchable, max_items=settings.batch_max_items,
-                          max_bytes=settings.batch_max_bytes)
+                          max_bytes=settings.batch_max_bytes,
+                          spread_share=settings.spread_share, spread_bytes=budget // 4)
         hints = Hints(ns, batcher, batchable)
-        sections.update(batch=batcher.stats, hints=hints.stats)
+        sections.update(batch=batcher.stats, hints=hints.stats, planner=planner.stats)
         log.info("read cache: %d MiB (batched reads of objects up to %d KiB)",
                  budget >> 20, settings.batch_max_object >> 10)
     else:

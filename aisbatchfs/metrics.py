@@ -32,7 +32,7 @@ GAUGES = {"cache.budget", "cache.used", "cache.cached", "cache.reserved", "cache
           "hints.pending", "pages.queued", "pages.pushed_unread", "pages.pushed_unread_bytes",
           "pages.push_budget", "cluster.most_targets", "disk.bytes", "disk.entries",
           "disk.limit", "disk.queued", "disk.pending", "disk.owed", "disk.reserved",
-          "disk.unscanned", "direct.large_files", "direct.streams"}
+          "disk.unscanned", "direct.large_files", "direct.streams", "planner.streams"}
 GAUGE_PREFIXES = ("cache.reserved_",)  # the budget reserved, by purpose
 
 

@@ -72,6 +72,13 @@ def _milliseconds(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise ValueError("expected a share above 0 and at most 1")
+    return value
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)
@@ -264,6 +271,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("batches_in_flight", _count, 4, "most GetBatch requests under way at once"),
     Option("coalesce_ms", _milliseconds, 2.0, "milliseconds a miss waits for other misses to join "
            "its GetBatch"),
+    Option("spread_share", _share, 0.1, "once shuffled readers have read this share of a "
+           "directory's files in one pass, the rest of it is fetched whole in full batches, if "
+           "it fits a quarter of cache_size (a mount that reads less of it, as one of more than "
+           "1/share nodes of a DistributedSampler does, never widens; 1: never)"),
     Option("metrics_addr", _addr, None, "serve Prometheus metrics at HOST:PORT (off by default)",
            metavar="HOST:PORT"),
     Option("max_tasks", _count, 512, "most FUSE requests handled at once (pyfuse3 worker "

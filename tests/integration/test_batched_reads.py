@@ -105,6 +105,42 @@ def test_concurrent_shuffled_readers_share_one_batch_per_round(mount_small):
     assert batch["items"] / batch["batches"] >= 5, batch  # ~7.6 measured; 8 is one per reader
 
 
+def read_all_shuffled_by_eight(root: Path, seed: int) -> None:
+    """8 reader processes at once over every file of the directory in one shuffled order
+    (process k reads every 8th name from k), each checking every byte."""
+    names = sorted(os.listdir(root))
+    random.Random(seed).shuffle(names)
+    script = ("import random, sys\n"
+              "for p in sys.argv[1:]:\n"
+              "    i = int(p.rsplit('/f', 1)[1])\n"
+              f"    assert open(p, 'rb').read() == random.Random(i).randbytes({16 * KiB}), p\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, *[str(root / n) for n in names[k::8]]])
+             for k in range(8)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+
+
+def test_shuffled_readers_of_a_whole_directory_get_its_rest_in_full_batches(mount_small):
+    """No hints: once the readers have read a tenth of the directory out of order, the rest
+    is fetched whole, in listing order, in batches of batch_max_items."""
+    m = mount_small()
+    read_all_shuffled_by_eight(m.path / "d", seed=5)
+    s = m.stats()
+    assert s["planner"]["widened"] == 1, s["planner"]
+    assert 800 <= s["planner"]["widened_files"] <= 900, s["planner"]  # after ~a tenth read
+    batch = s["batch"]
+    assert batch["items"] <= N + 16, batch  # hardly anything fetched twice
+    assert batch["batches"] <= 60, batch  # the tenth in small batches, the rest in full ones
+
+
+def test_shuffled_readers_of_a_directory_never_widen_with_spread_share_1(mount_small):
+    m = mount_small("-o", "spread_share=1")
+    read_all_shuffled_by_eight(m.path / "d", seed=6)
+    s = m.stats()
+    assert s["planner"].get("widened", 0) == 0, s["planner"]
+    assert s["batch"]["batches"] >= 100, s["batch"]  # every round of misses its own batch
+
+
 def test_a_lone_miss_waits_no_longer_than_the_window(mount_small):
     window_ms = 30
     m = mount_small("-o", f"coalesce_ms={window_ms}")

@@ -93,6 +93,7 @@ BAD = {
     options._seconds: ["-1", "nan", "inf", "-inf", "soon"],
     options._positive_seconds: ["0", "-1", "nan", "inf", "soon"],
     options._milliseconds: ["-1", "nan", "inf", "1001"],
+    options._share: ["0", "-0.1", "1.5", "nan", "inf", "half"],
     options.parse_size: ["0", "-1MiB", "nan", "infMiB", "lots", "12XB"],
     options._cache_size: ["0", "512KiB", "nan", "lots"],
     options._octal: ["8", "-1", "10000", "rwx"],

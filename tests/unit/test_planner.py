@@ -6,7 +6,7 @@ import random
 
 from aisbatchfs.ais import BucketRef
 from aisbatchfs.fs.namespace import Entry, Kind, Listing
-from aisbatchfs.fs.planner import START_WINDOW, Planner
+from aisbatchfs.fs.planner import SPREAD_MIN, START_WINDOW, Planner
 
 B = BucketRef("b")
 
@@ -29,9 +29,10 @@ class FakeNamespace:
         return (key, lst) if lst else None
 
 
-def planner(ns: FakeNamespace, max_items: int = 256, max_bytes: int = 1 << 30) -> Planner:
+def planner(ns: FakeNamespace, max_items: int = 256, max_bytes: int = 1 << 30,
+            spread_bytes: int = 0) -> Planner:
     return Planner(ns, lambda e: e.kind is Kind.FILE, max_items=max_items,  # type: ignore[arg-type]
-                   max_bytes=max_bytes)
+                   max_bytes=max_bytes, spread_share=0.1, spread_bytes=spread_bytes)
 
 
 def read_all(p: Planner, entries: list[Entry]) -> tuple[list[Entry], list[int]]:
@@ -128,3 +129,72 @@ def test_the_planner_says_which_files_the_reader_went_past():
     p = planner(FakeNamespace(d))
     p.accessed(d[2][0])
     assert [e.name for e in p.accessed(d[2][5]).passed] == [f"f{i:04d}" for i in range(1, 5)]
+
+
+def shuffled(entries: list[Entry], seed: int = 1) -> list[Entry]:
+    order = entries[:]
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def test_shuffled_readers_that_read_a_tenth_of_a_directory_get_the_rest_whole_in_listing_order():
+    d = listing("d", 1000)
+    p = planner(FakeNamespace(d), spread_bytes=1 << 30)
+    order = shuffled(d[2])
+    widened_at, fetched = None, []
+    for k, e in enumerate(order):
+        plan = p.accessed(e)
+        if len(plan.fetch) > 100:
+            assert widened_at is None, "widened twice in one pass"
+            widened_at, fetched = k, plan.fetch
+    assert widened_at == 100 - 1  # the 100th file read (a tenth) widens
+    read_before = {e.name for e in order[:100]}
+    assert fetched == [e for e in d[2] if e.name not in read_before]  # each once, listing order
+    assert p.stats()["widened"] == 1 and p.stats()["widened_files"] == 900
+
+
+def test_a_mount_that_reads_less_than_the_share_of_a_directory_never_fetches_it_whole():
+    """One of 16 nodes of a DistributedSampler: 1/16 of the files, shuffled, epoch after epoch
+    (a new subset each epoch, as set_epoch gives)."""
+    d = listing("d", 4000)
+    p = planner(FakeNamespace(d), spread_bytes=1 << 30)
+    for epoch in range(3):
+        mine = shuffled(d[2], seed=epoch)[: len(d[2]) // 16]
+        assert max(len(p.accessed(e).fetch) for e in mine) < 10, epoch
+    assert p.stats().get("widened", 0) == 0
+
+
+def test_a_directory_is_fetched_whole_only_once_its_unread_rest_fits_its_share_of_the_budget():
+    d = listing("d", 1000, size=1000)
+    p = planner(FakeNamespace(d), spread_bytes=600 * 1000)
+    order = shuffled(d[2])
+    widened = [k for k, e in enumerate(order) if len(p.accessed(e).fetch) > 100]
+    assert widened == [400 - 1]  # not at a tenth: 900 KB unread; at 400 read, 600 KB
+
+
+def test_each_pass_over_a_directory_widens_once_when_its_share_is_read():
+    d = listing("d", 1000)
+    p = planner(FakeNamespace(d), spread_bytes=1 << 30)
+    for epoch in range(3):
+        # widened: the readers read most files from pages stored ahead, unseen by the daemon;
+        # it hears of those that were not there yet
+        seen = shuffled(d[2], seed=epoch)[:300]
+        widened = [k for k, e in enumerate(seen) if len(p.accessed(e).fetch) > 100]
+        assert len(widened) == 1, (epoch, widened)
+    assert p.stats()["widened"] == 3
+
+
+def test_a_small_directory_read_shuffled_is_left_to_coalescing():
+    d = listing("d", SPREAD_MIN * 2)
+    p = planner(FakeNamespace(d), spread_bytes=1 << 30)
+    order = shuffled(d[2])
+    for e in order[:SPREAD_MIN - 1]:  # a tenth of 64 files, but fewer than SPREAD_MIN
+        p.accessed(e)
+    assert p.stats().get("widened", 0) == 0
+
+
+def test_a_reader_following_the_listing_never_widens():
+    d = listing("d", 1000)
+    p = planner(FakeNamespace(d), spread_bytes=1 << 30)
+    read_all(p, d[2])
+    assert p.stats().get("widened", 0) == 0
