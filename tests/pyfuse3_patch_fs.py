@@ -3,6 +3,7 @@
     python tests/pyfuse3_patch_fs.py MOUNTPOINT --report FILE [--open enosys|fh]
                                      [--opendir int|keep|nokeep] [--files N]
                                      [--slow-lookup SECONDS] [--serial-dirops] [--debug]
+                                     [--block FIFO] [--ioctl-thread]
 
 The root directory holds regular files of the same size and different bytes: a.txt, b.txt
 and, with --files N > 2, f002.txt ... up to N files. After
@@ -20,6 +21,10 @@ test can tell what reached the daemon and what the kernel answered by itself.
 --serial-dirops  enable_parallel_dirops = False (pyfuse3 patch 2): the kernel then sends one
                  lookup or readdir of a directory at a time (without it: True)
 --debug          mount with libfuse's debug option (every request and the INIT flags on stderr)
+--block FIFO     add block.txt, whose READ blocks the whole event loop (a blocking read of FIFO
+                 in the trio thread) until a byte is written to FIFO; the report says "blocked"
+--ioctl-thread   pyfuse3.main(ioctl_thread=True) (patch 5): a thread of its own reads requests
+                 and answers FUSE_IOCTL without the event loop
 
 The report also has the names whose lookup is under way ("pending") and the most lookups that
 were under way at once ("max_pending"): 2 or more only if the kernel sent them in parallel.
@@ -42,6 +47,7 @@ import trio
 
 ROOT = pyfuse3.ROOT_INODE
 SLOW_NAME = b"slow.txt"
+BLOCK_NAME = b"block.txt"
 SIZE = 3 * 4096 + 100  # more than a page, not a multiple of one
 TIMEOUT = 300.0  # the kernel keeps entries and attributes for the whole test
 
@@ -62,13 +68,18 @@ class CountingFs(pyfuse3.Operations):
     read_with_inode = True  # read(fh, off, size, inode) with the patch; ignored by stock pyfuse3
 
     def __init__(self, report: str, open_mode: str, opendir_mode: str, nfiles: int = 2,
-                 slow_lookup: float = 0.0) -> None:
+                 slow_lookup: float = 0.0, block: str | None = None) -> None:
         super().__init__()
         self.files = make_files(nfiles)
         self.slow_lookup = slow_lookup
         if slow_lookup:
             ino = ROOT + 1 + len(self.files)
             self.files[SLOW_NAME] = (ino, (b"slow" * (SIZE // 4 + 1))[:SIZE])
+        self.block = block
+        self.blocked = False
+        if block:
+            ino = ROOT + 1 + len(self.files)
+            self.files[BLOCK_NAME] = (ino, (b"block" * (SIZE // 5 + 1))[:SIZE])
         self.by_inode = {ino: data for ino, data in self.files.values()}
         self.report = report
         self.open_mode = open_mode
@@ -90,9 +101,13 @@ class CountingFs(pyfuse3.Operations):
         with open(tmp, "w") as f:
             json.dump({"counts": self.counts, "reads": self.reads, "open_flags": self.open_flags,
                        "pending": self.pending, "max_pending": self.max_pending,
+                       "blocked": self.blocked,
                        "pyfuse3": pyfuse3.__version__,
                        # every request read from the kernel, by opcode (patch 4)
-                       "request_counts": getattr(pyfuse3, "request_counts", dict)()}, f)
+                       "request_counts": getattr(pyfuse3, "request_counts", dict)(),
+                       # FUSE_IOCTL answered by the request thread (patch 5)
+                       "ioctls_answered_apart": getattr(pyfuse3, "ioctls_answered_apart",
+                                                        lambda: 0)()}, f)
         os.replace(tmp, self.report)
 
     def attrs(self, inode: int) -> pyfuse3.EntryAttributes:
@@ -140,6 +155,13 @@ class CountingFs(pyfuse3.Operations):
         self.count("read")
         if inode is None:  # stock pyfuse3: fh 0 could be any file
             raise pyfuse3.FUSEError(errno.EIO)
+        if self.block and inode == self.files[BLOCK_NAME][0]:
+            self.blocked = True
+            self.write_report()
+            with open(self.block, "rb") as fifo:  # no await: nothing else runs meanwhile
+                fifo.read(1)
+            self.blocked = False
+            self.write_report()
         return self.by_inode[inode][off : off + size]
 
     async def flush(self, fh):
@@ -189,8 +211,11 @@ def main() -> None:
     ap.add_argument("--slow-lookup", type=float, default=0.0)
     ap.add_argument("--serial-dirops", action="store_true")
     ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--block")
+    ap.add_argument("--ioctl-thread", action="store_true")
     args = ap.parse_args()
-    fs = CountingFs(args.report, args.open, args.opendir, args.files, args.slow_lookup)
+    fs = CountingFs(args.report, args.open, args.opendir, args.files, args.slow_lookup,
+                    args.block)
     # read by pyfuse3's init handler (patch 2), whatever its default; stock pyfuse3 ignores it
     fs.enable_parallel_dirops = not args.serial_dirops
     options = set(pyfuse3.default_options) | {"fsname=pyfuse3-patch-test", "ro"}
@@ -198,7 +223,10 @@ def main() -> None:
         options.add("debug")
     pyfuse3.init(fs, args.mountpoint, options)
     try:
-        trio.run(pyfuse3.main)
+        if args.ioctl_thread:
+            trio.run(lambda: pyfuse3.main(ioctl_thread=True))
+        else:
+            trio.run(pyfuse3.main)
     finally:
         pyfuse3.close(unmount=False)
 

@@ -22,7 +22,8 @@ Patch 3: `notify_store_many` stores many files in the kernel's page cache at onc
 each; an inode the kernel does not know fails alone), and reads of them never reach the file
 system. Patch 4: `request_counts` counts every request read from the kernel by opcode,
 including those libfuse answers itself, such as the FUSE_IOCTL that Python's open() sends
-for every file (isatty).
+for every file (isatty). Patch 5: with `main(ioctl_thread=True)` that ioctl is answered by a
+thread of its own, even while the event loop is blocked; without it, it waits for the loop.
 
 Everything that touches the mount runs in a child process with a timeout, and teardown always
 unmounts (fusermount3 -u, then -uz) and kills the daemon, so a broken pyfuse3 fails, not hangs.
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -166,18 +169,21 @@ class PatchFs:
 @pytest.fixture
 def start_fs(tmp_path) -> Iterator[Callable[..., PatchFs]]:
     """start_fs(open_mode, opendir_mode, ...) mounts tests/pyfuse3_patch_fs.py at a fresh
-    directory; slow_lookup, serial_dirops and debug are its --slow-lookup, --serial-dirops and
-    --debug."""
+    directory; slow_lookup, serial_dirops, debug, block and ioctl_thread are its --slow-lookup,
+    --serial-dirops, --debug, --block and --ioctl-thread."""
     started: list[PatchFs] = []
 
     def start(open_mode: str = "enosys", opendir_mode: str = "int", *, slow_lookup: float = 0,
-              serial_dirops: bool = False, debug: bool = False) -> PatchFs:
+              serial_dirops: bool = False, debug: bool = False, block: Path | None = None,
+              ioctl_thread: bool = False) -> PatchFs:
         n = len(started)
         mnt, report, log = (tmp_path / f"mnt{n}", tmp_path / f"report{n}.json",
                             tmp_path / f"fs{n}.log")
         mnt.mkdir()
         extra = (["--slow-lookup", str(slow_lookup)] if slow_lookup else []) + \
-            (["--serial-dirops"] if serial_dirops else []) + (["--debug"] if debug else [])
+            (["--serial-dirops"] if serial_dirops else []) + (["--debug"] if debug else []) + \
+            (["--block", str(block)] if block else []) + \
+            (["--ioctl-thread"] if ioctl_thread else [])
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, str(DAEMON), str(mnt), "--report", str(report),
@@ -372,3 +378,69 @@ def test_request_counts_see_what_libfuse_answers_itself(start_fs):
     counts = {int(k): v for k, v in rep["request_counts"].items()}
     assert counts.get(FUSE_IOCTL, 0) >= len(NAMES), counts
     assert counts.get(FUSE_READ, 0) == rep["counts"]["read"] > 0, (counts, rep["counts"])
+
+
+OPEN_THEN_ISATTY = (
+    "import json, os, sys\n"
+    "root = sys.argv[1]\n"
+    "os.stat(os.path.join(root, 'a.txt'))  # the lookup, while the loop still answers\n"
+    "open(os.path.join(root, 'b.txt'), 'rb').read()  # the connection's one OPEN (ENOSYS)\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "fd = os.open(os.path.join(root, 'a.txt'), os.O_RDONLY)  # opened by the kernel alone\n"
+    "print(json.dumps(os.isatty(fd)), flush=True)  # FUSE_IOCTL\n")
+
+
+@pytest.mark.parametrize("ioctl_thread", [True, False], ids=["ioctl-thread", "loop"])
+def test_the_ioctl_of_an_open_is_answered_while_the_event_loop_is_blocked(start_fs, tmp_path,
+                                                                          ioctl_thread):
+    """Patch 5. block.txt's READ blocks the file system's event loop. Another process then
+    opens a file (no request: the kernel opens it) and asks isatty(), as Python's open() does:
+    with the request thread the answer (not a terminal) comes while the loop is still blocked;
+    without it, only once the loop is released."""
+    import pyfuse3
+
+    if ioctl_thread and not hasattr(pyfuse3, "ioctls_answered_apart"):
+        pytest.fail("pyfuse3 lacks main(ioctl_thread=True): build it with "
+                    "patches/pyfuse3-3.5.0-5-ioctl-thread.patch (scripts/bootstrap)", pytrace=False)
+    fifo = tmp_path / "release"
+    os.mkfifo(fifo)
+    fs = start_fs(open_mode="enosys", block=fifo, ioctl_thread=ioctl_thread)
+    blocker = asker = None
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            with open(fifo, "wb") as f:  # waits for the blocked READ to open its end
+                f.write(b"x")
+
+    try:
+        asker = subprocess.Popen([sys.executable, "-c", OPEN_THEN_ISATTY, str(fs.path)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert asker.stdout.readline().strip() == "ready"
+        blocker = subprocess.Popen([sys.executable, "-c",
+                                    "import sys; open(sys.argv[1], 'rb').read()",
+                                    str(fs.path / "block.txt")])
+        fs.wait_report("the blocking READ", lambda r: r["blocked"])
+        asker.stdin.write("go\n")
+        asker.stdin.flush()
+        answered_while_blocked = select.select([asker.stdout], [], [], 5.0)[0] != []
+        assert answered_while_blocked == ioctl_thread, (
+            "the ioctl was answered while the loop was blocked" if answered_while_blocked
+            else "the ioctl waited for the blocked loop")
+        release()
+        assert asker.stdout.readline().strip() == "false"  # not a terminal (ENOTTY)
+        assert asker.wait(CLIENT_TIMEOUT) == 0 and blocker.wait(CLIENT_TIMEOUT) == 0
+    finally:
+        if fs.proc.poll() is None:
+            release()
+        for p in (asker, blocker):
+            if p is not None and p.poll() is None:
+                p.kill()
+    fs.listdir()  # a request that reaches a handler: the report is written again
+    rep = fs.settled_report()
+    ioctls = {int(k): v for k, v in rep["request_counts"].items()}.get(FUSE_IOCTL, 0)
+    assert ioctls >= 3, rep  # both clients' opens; the thread counts what it answers too
+    assert rep["ioctls_answered_apart"] == (ioctls if ioctl_thread else 0), rep
