@@ -58,6 +58,9 @@ log = logging.getLogger("aisbatchfs")
 PATCHED_PYFUSE3 = (getattr(pyfuse3.Operations, "read_with_inode", None) is False
                    and hasattr(pyfuse3.FileInfo(), "cache_readdir"))
 
+# pyfuse3 patch 5: FUSE_IOCTL answered by a thread of its own, never waiting for the GIL
+IOCTL_THREAD = hasattr(pyfuse3, "ioctls_answered_apart")
+
 _SCHEMES = {"ais": "ais", "s3": "aws", "aws": "aws", "gs": "gcp", "gcp": "gcp", "az": "azure",
             "azure": "azure", "oc": "oci", "oci": "oci", "ht": "ht"}
 
@@ -207,6 +210,10 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         return (e.kind in (Kind.FILE, Kind.MEMBER) and 0 < e.size <= reader_cfg.max_object
                 and cache.cacheable(e.size) and not ais.needs_own_read(ns.item(e)))
 
+    if settings.ioctl_thread and not IOCTL_THREAD:
+        log.warning("pyfuse3 %s is not built with this project's patch 5 (patches/): the "
+                    "ioctl that Python's open() sends for every file waits for the GIL",
+                    pyfuse3.__version__)
     kernel_open = settings.kernel_open and PATCHED_PYFUSE3
     if settings.kernel_open and not PATCHED_PYFUSE3:
         log.warning("pyfuse3 %s is not built with this project's patch (patches/, applied by "
@@ -299,7 +306,9 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                     if batcher is not None and hints is not None:
                         await nursery.start(batcher.run)
                         await nursery.start(hints.run)
-                    nursery.start_soon(_fuse_main, settings.max_tasks, nursery.cancel_scope)
+                    nursery.start_soon(_fuse_main, settings.max_tasks,
+                                       settings.ioctl_thread and IOCTL_THREAD,
+                                       nursery.cancel_scope)
                     nursery.start_soon(_on_signals, nursery.cancel_scope, settings, client)
                     nursery.start_soon(_announce_ready, mountpoint, ready, nursery.cancel_scope)
                     nursery.start_soon(_report_status, ops)
@@ -353,8 +362,11 @@ async def _open_disk_cache(settings: MountSettings, cluster: ClusterWatch) -> Di
     return dc
 
 
-async def _fuse_main(max_tasks: int, scope: trio.CancelScope) -> None:
-    await pyfuse3.main(min_tasks=1, max_tasks=max_tasks)
+async def _fuse_main(max_tasks: int, ioctl_thread: bool, scope: trio.CancelScope) -> None:
+    if ioctl_thread:
+        await pyfuse3.main(min_tasks=1, max_tasks=max_tasks, ioctl_thread=True)
+    else:
+        await pyfuse3.main(min_tasks=1, max_tasks=max_tasks)
     scope.cancel()  # unmounted from outside (fusermount3 -u): stop the rest too
 
 

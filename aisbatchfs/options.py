@@ -252,6 +252,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("push_pages", _bool, True, "store small files that arrive in a batch in the "
            "kernel's page cache before they are read (FUSE notify_store), so their reads do "
            "not reach the daemon"),
+    Option("ioctl_thread", _bool, True, "answer the ioctl that Python's open() sends for "
+           "every file (isatty) in a thread of its own, never waiting for the daemon's "
+           "interpreter lock (needs pyfuse3 built with patches/; off: the FUSE loop answers it)"),
     Option("check_permissions", _bool, True, "the kernel enforces the owner and mode bits "
            "the mount shows (FUSE default_permissions); off: anyone who can reach the mount "
            "(allow_other) reads every file"),

@@ -461,13 +461,19 @@ def fuse_requests(handled: Counter[str]) -> dict[str, int]:
             if op != 26}  # (INIT: the mount's own handshake)
 
 
+def ioctls_apart() -> dict[str, int]:
+    """FUSE_IOCTLs answered by pyfuse3's request thread (pyfuse3 patch 5), if it has one."""
+    answered = getattr(pyfuse3, "ioctls_answered_apart", None)
+    return {"ioctls_answered_apart": answered()} if answered is not None else {}
+
+
 def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict],
                    **sections: Callable[[], dict]) -> dict:
     out = {
         "version": __version__,
         "pid": os.getpid(),
         "time": time.time(),
-        "fs": dict(ops.counters, kernel_open=ops.kernel_open),
+        "fs": dict(ops.counters, kernel_open=ops.kernel_open, **ioctls_apart()),
         "fuse": fuse_requests(ops.fuse_ops),
         "namespace": dict(ops.ns.counters, nodes=len(ops.ns.nodes)),
         "client": client_counters(),
