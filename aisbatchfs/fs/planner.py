@@ -62,10 +62,12 @@ class _Stream:
     window: int = START_WINDOW
     in_order: bool = True  # every read so far followed the listing from its first file
     nbytes: int = 0  # of all of `order`
-    # the files read in this pass (by index) as far as the daemon saw (once widened, files
-    # stored ahead are read unseen); one read again starts the next pass
-    read: set[int] = field(default_factory=set)
-    read_bytes: int = 0
+    # read[i] is 1 once order[i] was read in this pass, as far as the daemon saw (once widened,
+    # files stored ahead are read unseen); one read again starts the next pass. A byte per file:
+    # a mount that reads millions of files keeps these for every directory it reads.
+    read: bytearray = field(default_factory=bytearray)
+    nread: int = 0  # ones in `read`
+    read_bytes: int = 0  # sizes of those files
     widened: bool = False  # the rest of the directory was asked for in this pass
 
 
@@ -95,7 +97,8 @@ class Planner:
         if st is None or st.listing is not listing:
             order = tuple(e for e in listing.entries if self.batchable(e))
             st = _Stream(listing, order, {e.name: i for i, e in enumerate(order)},
-                         window=self._carry, nbytes=sum(e.size for e in order))
+                         window=self._carry, nbytes=sum(e.size for e in order),
+                         read=bytearray(len(order)))
             self._streams[dir_key] = st
             while len(self._streams) > self.max_streams:
                 self._streams.popitem(last=False)
@@ -103,11 +106,12 @@ class Planner:
         i = st.index.get(entry.name)
         if i is None:
             return Plan()
-        if i in st.read:  # read again: the next pass begins
-            st.read.clear()
-            st.read_bytes = 0
+        if st.read[i]:  # read again: the next pass begins
+            st.read = bytearray(len(st.order))
+            st.nread = st.read_bytes = 0
             st.widened = False
-        st.read.add(i)
+        st.read[i] = 1
+        st.nread += 1
         st.read_bytes += st.order[i].size
         plan = Plan()
         following = st.pos == -1 or st.pos < i <= st.frontier  # a first read, or in order
@@ -124,7 +128,7 @@ class Planner:
         if st.in_order and i == len(st.order) - 1:
             self._carry = max(st.window, START_WINDOW)  # read whole in order: the next directory
         if st.window == 0 and self._widens(st):
-            plan.fetch = [e for k, e in enumerate(st.order) if k not in st.read]
+            plan.fetch = [e for k, e in enumerate(st.order) if not st.read[k]]
             st.widened = True
             self.counters["widened"] += 1
             self.counters["widened_files"] += len(plan.fetch)
@@ -150,7 +154,7 @@ class Planner:
     def _widens(self, st: _Stream) -> bool:
         """Shuffled readers have read enough of this directory in this pass, and its rest
         fits: fetch the rest whole."""
-        if st.widened or len(st.read) < max(SPREAD_MIN, self.spread_share * len(st.order)):
+        if st.widened or st.nread < max(SPREAD_MIN, self.spread_share * len(st.order)):
             return False
         return 0 < st.nbytes - st.read_bytes <= self.spread_bytes
 
