@@ -281,9 +281,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_addr", _addr, None, "serve Prometheus metrics at HOST:PORT (off by default)",
            metavar="HOST:PORT"),
     Option("max_tasks", _count, 512, "most FUSE requests handled at once (pyfuse3 worker "
-           "tasks, cheap): past it, nothing new is read from the kernel, so it bounds how many "
-           "requests may wait on a stalled cluster while stat, cached listings and the stats "
-           "file still answer"),
+           "tasks, cheap): past it, new requests wait their turn (in the kernel, or in the queue "
+           "of the ioctl thread), so it bounds how many requests may wait on a stalled cluster "
+           "while stat, cached listings and the stats file still answer"),
     Option("log_level", _choice, "info", "log verbosity",
            choices=("debug", "info", "warning", "error")),
     Option("log_file", _text, None, "write the log here (default: stderr in the foreground, "
