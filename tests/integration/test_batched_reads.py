@@ -74,14 +74,18 @@ def test_reading_a_listed_directory_in_order_uses_few_big_batches(mount_small):
     assert "items_per_batch" in table and "page_stores" in table
 
 
-def read_shuffled_by_eight(root: Path, seed: int) -> list[str]:
-    """8 reader processes at once, each over every 8th file of a shuffled list (60 each);
-    returns the shuffled names."""
+def read_shuffled_by_eight(root: Path, seed: int, each: int | None = 60) -> list[str]:
+    """8 reader processes at once over one shuffled list of the directory: process k reads
+    every 8th name from k (`each` of them; None: all), checking every byte. Returns the
+    shuffled names."""
     names = sorted(os.listdir(root))
     random.Random(seed).shuffle(names)
-    script = "import sys\nfor p in sys.argv[1:]:\n    open(p, 'rb').read()\n"
+    script = ("import random, sys\n"
+              "for p in sys.argv[1:]:\n"
+              "    i = int(p.rsplit('/f', 1)[1])\n"
+              f"    assert open(p, 'rb').read() == random.Random(i).randbytes({16 * KiB}), p\n")
     procs = [subprocess.Popen([sys.executable, "-c", script,
-                               *[str(root / n) for n in names[k::8][:60]]]) for k in range(8)]
+                               *[str(root / n) for n in names[k::8][:each]]]) for k in range(8)]
     for p in procs:
         assert p.wait(timeout=120) == 0
     return names
@@ -105,26 +109,11 @@ def test_concurrent_shuffled_readers_share_one_batch_per_round(mount_small):
     assert batch["items"] / batch["batches"] >= 5, batch  # ~7.6 measured; 8 is one per reader
 
 
-def read_all_shuffled_by_eight(root: Path, seed: int) -> None:
-    """8 reader processes at once over every file of the directory in one shuffled order
-    (process k reads every 8th name from k), each checking every byte."""
-    names = sorted(os.listdir(root))
-    random.Random(seed).shuffle(names)
-    script = ("import random, sys\n"
-              "for p in sys.argv[1:]:\n"
-              "    i = int(p.rsplit('/f', 1)[1])\n"
-              f"    assert open(p, 'rb').read() == random.Random(i).randbytes({16 * KiB}), p\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, *[str(root / n) for n in names[k::8]]])
-             for k in range(8)]
-    for p in procs:
-        assert p.wait(timeout=120) == 0
-
-
 def test_shuffled_readers_of_a_whole_directory_get_its_rest_in_full_batches(mount_small):
     """No hints: once the readers have read a tenth of the directory out of order, the rest
     is fetched whole, in listing order, in batches of batch_max_items."""
     m = mount_small()
-    read_all_shuffled_by_eight(m.path / "d", seed=5)
+    read_shuffled_by_eight(m.path / "d", seed=5, each=None)
     s = m.stats()
     assert s["planner"]["widened"] == 1, s["planner"]
     assert 800 <= s["planner"]["widened_files"] <= 900, s["planner"]  # after ~a tenth read
@@ -135,7 +124,7 @@ def test_shuffled_readers_of_a_whole_directory_get_its_rest_in_full_batches(moun
 
 def test_shuffled_readers_of_a_directory_never_widen_with_spread_share_1(mount_small):
     m = mount_small("-o", "spread_share=1")
-    read_all_shuffled_by_eight(m.path / "d", seed=6)
+    read_shuffled_by_eight(m.path / "d", seed=6, each=None)
     s = m.stats()
     assert s["planner"].get("widened", 0) == 0, s["planner"]
     assert s["batch"]["batches"] >= 100, s["batch"]  # every round of misses its own batch

@@ -35,6 +35,12 @@ def planner(ns: FakeNamespace, max_items: int = 256, max_bytes: int = 1 << 30,
                    max_bytes=max_bytes, spread_share=0.1, spread_bytes=spread_bytes)
 
 
+def shuffled(entries: list[Entry], seed: int = 1) -> list[Entry]:
+    order = entries[:]
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def read_all(p: Planner, entries: list[Entry]) -> tuple[list[Entry], list[int]]:
     """Open every entry in order; return what was predicted (in order) and the batch sizes."""
     predicted, sizes = [], []
@@ -67,9 +73,7 @@ def test_a_sequential_reader_always_has_files_requested_ahead_of_it():
 def test_a_shuffled_reader_drives_the_window_to_nothing():
     d = listing("d", 1000)
     p = planner(FakeNamespace(d))
-    order = d[2][:]
-    random.Random(1).shuffle(order)
-    predicted, _ = read_all(p, order)
+    predicted, _ = read_all(p, shuffled(d[2]))
     assert len(predicted) < 60  # a few guesses early on, then none
 
 
@@ -129,12 +133,6 @@ def test_the_planner_says_which_files_the_reader_went_past():
     p = planner(FakeNamespace(d))
     p.accessed(d[2][0])
     assert [e.name for e in p.accessed(d[2][5]).passed] == [f"f{i:04d}" for i in range(1, 5)]
-
-
-def shuffled(entries: list[Entry], seed: int = 1) -> list[Entry]:
-    order = entries[:]
-    random.Random(seed).shuffle(order)
-    return order
 
 
 def test_shuffled_readers_that_read_a_tenth_of_a_directory_get_the_rest_whole_in_listing_order():
