@@ -147,6 +147,20 @@ class Item:
     checksum: str = ""  # the object's stored checksum value ("" when unknown)
     # its type is the bucket's; not part of the identity (it may become known later)
     checksum_type: str = field(default="", compare=False)
+    # an item is a dict key at every layer of a read (hashed ~30 times per file): hash once
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.bucket, self.obj, self.member, self.size,
+                                                self.version, self.checksum)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        # a string's hash differs between processes: a copy hashes again where it lands
+        return (Item, (self.bucket, self.obj, self.member, self.size, self.version,
+                       self.checksum, self.checksum_type))
 
     @property
     def is_member(self) -> bool:
