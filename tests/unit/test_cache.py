@@ -122,3 +122,22 @@ def test_invariant_holds_under_a_random_workload():
 def test_zero_budget_is_refused():
     with pytest.raises(ValueError):
         ReadCache(0)
+
+
+def test_an_item_is_a_key_by_identity_and_keeps_its_hash_across_processes():
+    """Items key cached bytes and hash once; a copy made elsewhere (pickled to a disk worker,
+    where strings hash differently) must find the same entry as one built there."""
+    import pickle
+    import subprocess
+    import sys
+
+    a = Item(B, "o", "m", 5, "1", "c", checksum_type="xxhash")
+    assert a == Item(B, "o", "m", 5, "1", "c") and {a: 1}[Item(B, "o", "m", 5, "1", "c")] == 1
+    assert Item(B, "o", "m", 6, "1", "c") != a and Item(B, "o", "m", 5, "2", "c") != a
+    probe = ("import pickle, sys; from aisbatchfs.ais import BucketRef; "
+             "from aisbatchfs.ais.models import Item; "
+             "a = pickle.loads(sys.stdin.buffer.read()); "
+             "print({Item(BucketRef('b'), 'o', 'm', 5, '1', 'c'): 1}.get(a), a.checksum_type)")
+    out = subprocess.run([sys.executable, "-c", probe], input=pickle.dumps(a), capture_output=True,
+                         timeout=60, env={"PYTHONHASHSEED": "12345"}, check=True).stdout.split()
+    assert out == [b"1", b"xxhash"]
