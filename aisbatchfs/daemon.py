@@ -364,14 +364,11 @@ async def _open_disk_cache(settings: MountSettings, cluster: ClusterWatch) -> Di
 
 
 async def _fuse_main(max_tasks: int, ioctl_thread: bool, scope: trio.CancelScope) -> None:
+    thread = {"ioctl_thread": True} if ioctl_thread else {}  # a stock pyfuse3 lacks the argument
     # pyfuse3 ends a worker task as soon as more than min_tasks wait for requests, and starts
     # one whenever none waits: with min_tasks=1, readers whose requests come and go started and
     # ended a task for most requests (18,000 for 20,000 requests with 8 readers)
-    min_tasks = min(IDLE_FUSE_TASKS, max_tasks)
-    if ioctl_thread:
-        await pyfuse3.main(min_tasks=min_tasks, max_tasks=max_tasks, ioctl_thread=True)
-    else:
-        await pyfuse3.main(min_tasks=min_tasks, max_tasks=max_tasks)
+    await pyfuse3.main(min_tasks=min(IDLE_FUSE_TASKS, max_tasks), max_tasks=max_tasks, **thread)
     scope.cancel()  # unmounted from outside (fusermount3 -u): stop the rest too
 
 

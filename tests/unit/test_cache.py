@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -127,10 +130,6 @@ def test_zero_budget_is_refused():
 def test_an_item_is_a_key_by_identity_and_keeps_its_hash_across_processes():
     """Items key cached bytes and hash once; a copy made elsewhere (pickled to a disk worker,
     where strings hash differently) must find the same entry as one built there."""
-    import pickle
-    import subprocess
-    import sys
-
     a = Item(B, "o", "m", 5, "1", "c", checksum_type="xxhash")
     assert a == Item(B, "o", "m", 5, "1", "c") and {a: 1}[Item(B, "o", "m", 5, "1", "c")] == 1
     assert Item(B, "o", "m", 6, "1", "c") != a and Item(B, "o", "m", 5, "2", "c") != a
