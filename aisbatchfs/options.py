@@ -272,7 +272,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_max_bytes", parse_size, 32 << 20, "most bytes in one GetBatch request",
            metavar="SIZE"),
     Option("batches_in_flight", _count, 4, "most GetBatch requests under way at once"),
-    Option("coalesce_ms", _milliseconds, 2.0, "milliseconds a miss waits for other misses to join "
+    # 1 ms: 8 shuffled readers' next misses come within it of their last arrival; at 2 ms each
+    # round of their misses waited a millisecond more, at 0.5 ms they split into more batches
+    # (docs/read-path.md, "Coalescing")
+    Option("coalesce_ms", _milliseconds, 1.0, "milliseconds a miss waits for other misses to join "
            "its GetBatch"),
     Option("spread_share", _share, 0.1, "once shuffled readers have read this share of a "
            "directory's files in one pass, the rest of it is fetched whole in full batches, if "

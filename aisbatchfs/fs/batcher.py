@@ -97,7 +97,7 @@ class BatcherConfig:
     max_items: int = 256  # items in one GetBatch (the option batch_max_items)
     max_bytes: int = 32 << 20  # bytes in one GetBatch (batch_max_bytes)
     in_flight: int = 4  # GetBatch requests under way at once (batches_in_flight)
-    coalesce: float = 0.002  # seconds a miss waits for others to join (coalesce_ms)
+    coalesce: float = 0.001  # seconds a miss waits for others to join (coalesce_ms)
     first_byte_timeout: float = 5.0  # a batch must start within this
     read_timeout: float = 30.0  # a read gets its bytes within this, or EIO
     hedge_share: float = 0.05  # hedges stay under this share of the items fetched
