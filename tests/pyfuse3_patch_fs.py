@@ -3,7 +3,7 @@
     python tests/pyfuse3_patch_fs.py MOUNTPOINT --report FILE [--open enosys|fh]
                                      [--opendir int|keep|nokeep] [--files N]
                                      [--slow-lookup SECONDS] [--serial-dirops] [--debug]
-                                     [--block FIFO] [--ioctl-thread]
+                                     [--block FIFO] [--ioctl-thread] [--ioctl-spin-us N]
 
 The root directory holds regular files of the same size and different bytes: a.txt, b.txt
 and, with --files N > 2, f002.txt ... up to N files. After
@@ -25,6 +25,8 @@ test can tell what reached the daemon and what the kernel answered by itself.
                  in the trio thread) until a byte is written to FIFO; the report says "blocked"
 --ioctl-thread   pyfuse3.main(ioctl_thread=True) (patch 5): a thread of its own reads requests
                  and answers FUSE_IOCTL without the event loop
+--ioctl-spin-us N  with --ioctl-thread: main(ioctl_spin_us=N) (patch 6), the thread polls on for
+                 up to N us after it answers an ioctl
 
 The report also has the names whose lookup is under way ("pending") and the most lookups that
 were under way at once ("max_pending"): 2 or more only if the kernel sent them in parallel.
@@ -107,7 +109,9 @@ class CountingFs(pyfuse3.Operations):
                        "request_counts": getattr(pyfuse3, "request_counts", dict)(),
                        # FUSE_IOCTL answered by the request thread (patch 5)
                        "ioctls_answered_apart": getattr(pyfuse3, "ioctls_answered_apart",
-                                                        lambda: 0)()}, f)
+                                                        lambda: 0)(),
+                       # spins after an ioctl, and those that found a request (patch 6)
+                       "ioctl_spins": getattr(pyfuse3, "ioctl_spins", lambda: (0, 0))()}, f)
         os.replace(tmp, self.report)
 
     def attrs(self, inode: int) -> pyfuse3.EntryAttributes:
@@ -213,6 +217,7 @@ def main() -> None:
     ap.add_argument("--debug", action="store_true")
     ap.add_argument("--block")
     ap.add_argument("--ioctl-thread", action="store_true")
+    ap.add_argument("--ioctl-spin-us", type=int, default=0)
     args = ap.parse_args()
     fs = CountingFs(args.report, args.open, args.opendir, args.files, args.slow_lookup,
                     args.block)
@@ -223,7 +228,9 @@ def main() -> None:
         options.add("debug")
     pyfuse3.init(fs, args.mountpoint, options)
     try:
-        if args.ioctl_thread:
+        if args.ioctl_thread and args.ioctl_spin_us:
+            trio.run(lambda: pyfuse3.main(ioctl_thread=True, ioctl_spin_us=args.ioctl_spin_us))
+        elif args.ioctl_thread:
             trio.run(lambda: pyfuse3.main(ioctl_thread=True))
         else:
             trio.run(pyfuse3.main)

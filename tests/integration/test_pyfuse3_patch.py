@@ -169,13 +169,13 @@ class PatchFs:
 @pytest.fixture
 def start_fs(tmp_path) -> Iterator[Callable[..., PatchFs]]:
     """start_fs(open_mode, opendir_mode, ...) mounts tests/pyfuse3_patch_fs.py at a fresh
-    directory; slow_lookup, serial_dirops, debug, block and ioctl_thread are its --slow-lookup,
-    --serial-dirops, --debug, --block and --ioctl-thread."""
+    directory; slow_lookup, serial_dirops, debug, block, ioctl_thread and ioctl_spin_us are its
+    --slow-lookup, --serial-dirops, --debug, --block, --ioctl-thread and --ioctl-spin-us."""
     started: list[PatchFs] = []
 
     def start(open_mode: str = "enosys", opendir_mode: str = "int", *, slow_lookup: float = 0,
               serial_dirops: bool = False, debug: bool = False, block: Path | None = None,
-              ioctl_thread: bool = False) -> PatchFs:
+              ioctl_thread: bool = False, ioctl_spin_us: int = 0) -> PatchFs:
         n = len(started)
         mnt, report, log = (tmp_path / f"mnt{n}", tmp_path / f"report{n}.json",
                             tmp_path / f"fs{n}.log")
@@ -183,7 +183,8 @@ def start_fs(tmp_path) -> Iterator[Callable[..., PatchFs]]:
         extra = (["--slow-lookup", str(slow_lookup)] if slow_lookup else []) + \
             (["--serial-dirops"] if serial_dirops else []) + (["--debug"] if debug else []) + \
             (["--block", str(block)] if block else []) + \
-            (["--ioctl-thread"] if ioctl_thread else [])
+            (["--ioctl-thread"] if ioctl_thread else []) + \
+            (["--ioctl-spin-us", str(ioctl_spin_us)] if ioctl_spin_us else [])
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, str(DAEMON), str(mnt), "--report", str(report),
@@ -444,3 +445,47 @@ def test_the_ioctl_of_an_open_is_answered_while_the_event_loop_is_blocked(start_
     ioctls = {int(k): v for k, v in rep["request_counts"].items()}.get(FUSE_IOCTL, 0)
     assert ioctls >= 3, rep  # both clients' opens; the thread counts what it answers too
     assert rep["ioctls_answered_apart"] == (ioctls if ioctl_thread else 0), rep
+
+
+OPENS = (
+    "import json, os, sys, time\n"
+    "path, n, pause = os.path.join(sys.argv[1], 'a.txt'), int(sys.argv[2]), float(sys.argv[3])\n"
+    "os.close(os.open(path, os.O_RDONLY))  # the connection's one OPEN and FLUSH (ENOSYS)\n"
+    "time.sleep(0.1)\n"
+    "answers = []\n"
+    "for _ in range(n):\n"
+    "    fd = os.open(path, os.O_RDONLY)  # opened by the kernel alone\n"
+    "    answers.append(os.isatty(fd))  # FUSE_IOCTL\n"
+    "    os.close(fd)\n"
+    "    time.sleep(pause)\n"
+    "print(json.dumps(answers))\n")
+
+
+def _spins(fs: PatchFs, opens: int, pause: float) -> tuple[int, int]:
+    assert fs.client(OPENS, str(opens), str(pause)) == [False] * opens  # ENOTTY, every time
+    fs.listdir()  # a request that reaches a handler: the report is written again
+    spins, hits = fs.settled_report()["ioctl_spins"]
+    return spins, hits
+
+
+def test_the_request_thread_spins_for_the_next_ioctl_of_opens_in_a_row(start_fs):
+    """Patch 6. With ioctl_spin_us, the request thread polls on after it answers an ioctl, so
+    the next open's ioctl, sent microseconds later, finds it awake (a 2 ms spin: far longer
+    than one open, close and open of a cached file take); without it, it never spins."""
+    import pyfuse3
+
+    if not hasattr(pyfuse3, "ioctl_spins"):
+        pytest.fail("pyfuse3 lacks main(ioctl_spin_us=N): build it with "
+                    "patches/pyfuse3-3.5.0-6-ioctl-spin.patch (scripts/bootstrap)", pytrace=False)
+    spins, hits = _spins(start_fs(ioctl_thread=True, ioctl_spin_us=2000), 200, 0)
+    assert hits >= 100 and spins >= hits, (spins, hits)
+    assert _spins(start_fs(ioctl_thread=True), 200, 0) == (0, 0)
+
+
+def test_spins_back_off_when_opens_are_far_apart(start_fs):
+    """Patch 6. A program that works between its opens (50 ms here) never has its next ioctl
+    caught by a 2 ms spin: after n spins in a row that found nothing, the next 2**n - 1 ioctls
+    get none, so 40 opens cost 5 spins (the 1st, 3rd, 7th, 15th and 31st), not 40."""
+    fs = start_fs(ioctl_thread=True, ioctl_spin_us=2000)
+    spins, hits = _spins(fs, 40, 0.05)
+    assert hits == 0 and 4 <= spins <= 6, (spins, hits)
