@@ -61,6 +61,12 @@ PATCHED_PYFUSE3 = (getattr(pyfuse3.Operations, "read_with_inode", None) is False
 # pyfuse3 patch 5: FUSE_IOCTL answered by a thread of its own, never waiting for the GIL
 IOCTL_THREAD = hasattr(pyfuse3, "ioctls_answered_apart")
 IDLE_FUSE_TASKS = 64  # pyfuse3 worker tasks kept waiting for requests (a parked coroutine each)
+# pyfuse3 patch 6: after answering an ioctl, the request thread polls on for up to this many
+# microseconds while that finds requests. A Python program reading cached files sends its next
+# open's ioctl ~15 us after the last answer; a thread woken from sleep instead answered in
+# 58-71 us (p50) on this 2-CPU virtual machine (a wake-up across CPUs), most of a second
+# pass over 10,000 cached files (docs/read-path.md, "The ioctl of every open")
+IOCTL_SPIN_US = 50 if hasattr(pyfuse3, "ioctl_spins") else 0
 
 _SCHEMES = {"ais": "ais", "s3": "aws", "aws": "aws", "gs": "gcp", "gcp": "gcp", "az": "azure",
             "azure": "azure", "oc": "oci", "oci": "oci", "ht": "ht"}
@@ -364,7 +370,9 @@ async def _open_disk_cache(settings: MountSettings, cluster: ClusterWatch) -> Di
 
 
 async def _fuse_main(max_tasks: int, ioctl_thread: bool, scope: trio.CancelScope) -> None:
-    thread = {"ioctl_thread": True} if ioctl_thread else {}  # a stock pyfuse3 lacks the argument
+    thread: dict = {"ioctl_thread": True} if ioctl_thread else {}  # stock pyfuse3 lacks these
+    if ioctl_thread and IOCTL_SPIN_US:
+        thread["ioctl_spin_us"] = IOCTL_SPIN_US
     # pyfuse3 ends a worker task as soon as more than min_tasks wait for requests, and starts
     # one whenever none waits: with min_tasks=1, readers whose requests come and go started and
     # ended a task for most requests (18,000 for 20,000 requests with 8 readers)

@@ -462,9 +462,14 @@ def fuse_requests(handled: Counter[str]) -> dict[str, int]:
 
 
 def ioctls_apart() -> dict[str, int]:
-    """FUSE_IOCTLs answered by pyfuse3's request thread (pyfuse3 patch 5), if it has one."""
+    """FUSE_IOCTLs answered by pyfuse3's request thread (pyfuse3 patch 5), if it has one, and
+    its spins after them (patch 6): begun, and those that found the next request."""
     answered = getattr(pyfuse3, "ioctls_answered_apart", None)
-    return {"ioctls_answered_apart": answered()} if answered is not None else {}
+    out = {"ioctls_answered_apart": answered()} if answered is not None else {}
+    spins = getattr(pyfuse3, "ioctl_spins", None)
+    if spins is not None:
+        out["ioctl_spins"], out["ioctl_spin_hits"] = spins()
+    return out
 
 
 def stats_snapshot(ops: AisOperations, client_counters: Callable[[], dict],
