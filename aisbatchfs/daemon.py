@@ -41,6 +41,7 @@ from aisbatchfs.ais.transport import TLSFailure
 from aisbatchfs.fs.batcher import Batcher, BatcherConfig
 from aisbatchfs.fs.cache import ReadCache
 from aisbatchfs.fs.clustermap import ClusterWatch
+from aisbatchfs.fs.dentries import DentryPrimer
 from aisbatchfs.fs.hints import Hints
 from aisbatchfs.fs.namespace import CONTROL_DIR, Entry, Kind, Namespace
 from aisbatchfs.fs.operations import AisOperations, Presentation, stats_snapshot
@@ -270,10 +271,13 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
         ttl=settings.metadata_ttl,
         negative_ttl=settings.negative_ttl,
     )
+    dentries = DentryPrimer(os.path.abspath(mountpoint)) if settings.prime_dentries else None
+    if dentries is not None:
+        sections["dentries"] = dentries.stats
     ops: AisOperations = AisOperations(
         ns, reader, look, lambda: stats_snapshot(ops, ais.counters, **sections), kernel,
         kernel_open=kernel_open, control_path=control.path,
-        cache_readdir=PATCHED_PYFUSE3)
+        cache_readdir=PATCHED_PYFUSE3, dentries=dentries)
     if settings.metrics_addr:
         from aisbatchfs import metrics
 
@@ -309,6 +313,8 @@ async def serve(settings: MountSettings, target: Target, mountpoint: str,
                 async with trio.open_nursery() as nursery:
                     await nursery.start(reader.run)
                     await nursery.start(kernel.run)
+                    if dentries is not None:
+                        await nursery.start(dentries.run)
                     await nursery.start(control.serve, control_sock)
                     if batcher is not None and hints is not None:
                         await nursery.start(batcher.run)

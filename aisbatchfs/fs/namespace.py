@@ -455,6 +455,25 @@ class Namespace:
         self._listings.move_to_end(key)
         return listing
 
+    def listed(self, entry: Entry) -> Listing | None:
+        """The directory's listing if one is loaded and fresh (never loads one)."""
+        return self._fresh_listing(entry)
+
+    def mount_path(self, entry: Entry) -> str | None:
+        """Where a bucket or prefix directory is, relative to the mount's root ('' for the
+        root); None for other kinds."""
+        if entry.kind is not Kind.DIR or entry.bucket is None:
+            return None
+        root = self.nodes[ROOT_INO].entry
+        if root.kind is Kind.DIR:  # a bucket (or a prefix in one) is mounted
+            prefix = root.path
+            if entry.bucket != root.bucket or not (
+                    entry.path == prefix or not prefix or entry.path.startswith(prefix + "/")):
+                return None
+            return entry.path[len(prefix):].lstrip("/")
+        b = entry.bucket
+        return "/".join(p for p in (_group_name(b), b.name, entry.path) if p)
+
     async def list_dir(self, node: Node) -> Listing:
         return await self.listing(node.entry)
 

@@ -43,6 +43,7 @@ import pyfuse3
 
 from aisbatchfs import __version__
 from aisbatchfs.control import XATTR as CONTROL_XATTR
+from aisbatchfs.fs.dentries import DentryPrimer
 from aisbatchfs.fs.errors import to_fuse_error
 from aisbatchfs.fs.namespace import (
     DIR_KINDS,
@@ -110,13 +111,15 @@ class AisOperations(pyfuse3.Operations):
 
     def __init__(self, ns: Namespace, reader: Reader, look: Presentation,
                  stats: Callable[[], dict], kernel: KernelCache, *, kernel_open: bool,
-                 control_path: str = "", cache_readdir: bool = False) -> None:
+                 control_path: str = "", cache_readdir: bool = False,
+                 dentries: DentryPrimer | None = None) -> None:
         super().__init__()
         self.ns = ns
         self.reader = reader
         self.look = look
         self.stats = stats
         self.kernel = kernel  # the kernel's page cache: stores ahead, version switches
+        self.dentries = dentries  # the kernel's dentry cache: directories read for it
         self.kernel_open = kernel_open
         self.read_with_inode = kernel_open  # the patched pyfuse3 passes READ's inode
         self.cache_readdir = cache_readdir  # the patched pyfuse3 takes a FileInfo at opendir
@@ -211,6 +214,13 @@ class AisOperations(pyfuse3.Operations):
         if len(name) > NAME_MAX:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         node = await self.ns.lookup(parent, os.fsdecode(name))
+        if self.dentries is not None and parent.kind is Kind.DIR:
+            # a name looked up alone in a directory the namespace has listed: the kernel
+            # may as well learn all of them
+            listing = self.ns.listed(parent.entry)
+            where = self.ns.mount_path(parent.entry) if listing is not None else None
+            if listing is not None and where is not None:
+                self.dentries.offer(parent.entry.key, listing, where)
         if node is None:  # a negative entry the kernel may cache
             a = pyfuse3.EntryAttributes()
             a.st_ino = 0

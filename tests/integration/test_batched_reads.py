@@ -352,3 +352,32 @@ def test_a_changed_object_reads_as_its_new_version(cluster, mounter, push):
         read_in_order(root, [n for n in names if n not in ("f0003", "f0007")])
     finally:
         b.delete(missing_ok=True)
+
+
+@pytest.mark.parametrize("prime", [True, False], ids=["primed", "prime_dentries=false"])
+def test_a_directory_opened_by_name_is_read_once_so_the_kernel_knows_its_names(mount_small,
+                                                                               prime):
+    """Readers that open files by name and never list their directory (a shuffled list of
+    paths): after a few lookups the daemon reads the directory through the mount, the kernel
+    learns every name from READDIRPLUS, and later opens send no LOOKUP. Off, every name is
+    looked up."""
+    m = mount_small() if prime else mount_small("-o", "prime_dentries=false")
+    root = m.path / "d"
+    picked = random.Random(7).sample(range(N), 300)
+    lookups = m.stats()["fuse"].get("lookup", 0)
+    for i in picked[:5]:
+        assert (root / f"f{i:04d}").read_bytes() == blob(i)
+    if prime:
+        deadline = time.monotonic() + 30
+        while m.stats().get("dentries", {}).get("primed", 0) < 1:
+            assert time.monotonic() < deadline, m.stats().get("dentries")
+            time.sleep(0.05)
+    for i in picked[5:]:
+        assert (root / f"f{i:04d}").read_bytes() == blob(i)
+    after = m.stats()
+    looked_up = after["fuse"].get("lookup", 0) - lookups
+    if prime:
+        assert after["dentries"]["primed"] == 1 and after["dentries"]["names"] == N
+        assert looked_up <= 20, looked_up  # the first few, then none of the other 295
+    else:
+        assert "dentries" not in after and looked_up >= 300, looked_up

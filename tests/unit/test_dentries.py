@@ -1,0 +1,129 @@
+"""Directories read for the kernel's dentry cache (fs/dentries.py), with a fake reader of the
+mount and trio's MockClock: which directories are read, how often, and what is left alone."""
+
+from __future__ import annotations
+
+import subprocess
+
+import trio
+import trio.testing
+
+from aisbatchfs.ais.models import BucketRef
+from aisbatchfs.fs import dentries
+from aisbatchfs.fs.dentries import DentryPrimer
+from aisbatchfs.fs.namespace import Entry, Kind, Listing, Namespace
+from tests.fakeais import FakeAis
+
+B = BucketRef("b")
+
+
+def run(test) -> None:
+    trio.run(test, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def listing(n: int) -> Listing:
+    entries = tuple(Entry(f"f{i:04d}", Kind.FILE, B, f"d/f{i:04d}", size=1) for i in range(n))
+    return Listing(entries, {e.name: e for e in entries}, float("inf"))
+
+
+class Scans:
+    """The fake reader of the mount: records each directory read; fails on request."""
+
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.paths: list[str] = []
+        self.fail = fail or set()
+
+    async def __call__(self, path: str) -> None:
+        await trio.sleep(0.01)  # a child process takes a moment
+        self.paths.append(path)
+        if path in self.fail:
+            raise subprocess.CalledProcessError(1, ["python"])
+
+
+def test_a_directory_is_read_once_per_listing():
+    async def main() -> None:
+        scans = Scans()
+        primer = DentryPrimer("/mnt", scans)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(primer.run)
+            first, second = listing(3), listing(3)
+            for _ in range(5):  # lookup after lookup in the same directory
+                primer.offer(("d",), first, "d")
+            await trio.sleep(1)
+            assert scans.paths == ["/mnt/d"]
+            primer.offer(("d",), second, "d")  # after metadata_ttl: a new listing
+            await trio.sleep(1)
+            assert scans.paths == ["/mnt/d", "/mnt/d"]
+            assert primer.stats() == {"primed": 2, "names": 6, "queued": 0}
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_directory_too_large_is_left_to_lookups():
+    async def main() -> None:
+        scans = Scans()
+        primer = DentryPrimer("/mnt", scans)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(primer.run)
+            huge = listing(dentries.MAX_ENTRIES + 1)
+            primer.offer(("big",), huge, "big")
+            primer.offer(("big",), huge, "big")
+            await trio.sleep(1)
+            assert scans.paths == []
+            assert primer.stats()["too_large"] == 1  # once per listing
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_failed_read_is_counted_and_the_next_directory_is_read():
+    async def main() -> None:
+        scans = Scans(fail={"/mnt/bad"})
+        primer = DentryPrimer("/mnt", scans)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(primer.run)
+            primer.offer(("bad",), listing(2), "bad")
+            primer.offer(("good",), listing(2), "good")
+            await trio.sleep(1)
+            assert scans.paths == ["/mnt/bad", "/mnt/good"]
+            assert primer.stats()["failed"] == 1 and primer.stats()["primed"] == 1
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_full_queue_drops_directories_and_reads_them_at_their_next_lookup():
+    async def main() -> None:
+        scans = Scans()
+        primer = DentryPrimer("/mnt", scans)
+        lists = [listing(1) for _ in range(dentries.QUEUE + 1)]
+        for i, li in enumerate(lists):  # the reader is not running yet: nothing is taken
+            primer.offer((i,), li, f"d{i}")
+        assert primer.stats()["dropped"] == 1
+        async with trio.open_nursery() as nursery:
+            await nursery.start(primer.run)
+            await trio.sleep(1)
+            last = dentries.QUEUE
+            assert f"/mnt/d{last}" not in scans.paths and len(scans.paths) == dentries.QUEUE
+            primer.offer((last,), lists[last], f"d{last}")  # its next lookup
+            await trio.sleep(1)
+            assert scans.paths[-1] == f"/mnt/d{last}"
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_mount_paths_of_directories():
+    fake = FakeAis()
+    prefixed = Namespace(fake, bucket=B, prefix="data/train")
+    assert prefixed.mount_path(Entry("", Kind.DIR, B, "data/train")) == ""
+    assert prefixed.mount_path(Entry("x", Kind.DIR, B, "data/train/x")) == "x"
+    assert prefixed.mount_path(Entry("y", Kind.DIR, B, "data/train/x/y")) == "x/y"
+    assert prefixed.mount_path(Entry("t", Kind.DIR, B, "data/trainee")) is None  # not under it
+    whole = Namespace(fake)
+    assert whole.mount_path(Entry("b", Kind.DIR, B, "")) == "b"
+    assert whole.mount_path(Entry("d", Kind.DIR, B, "d/e")) == "b/d/e"
+    s3 = BucketRef("c", provider="aws")
+    assert whole.mount_path(Entry("d", Kind.DIR, s3, "d")) == "@aws/c/d"
+    assert whole.mount_path(Entry("f", Kind.FILE, B, "d/f")) is None
