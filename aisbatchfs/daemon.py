@@ -66,7 +66,7 @@ IDLE_FUSE_TASKS = 64  # pyfuse3 worker tasks kept waiting for requests (a parked
 # microseconds while that finds requests. A Python program reading cached files sends its next
 # open's ioctl ~15 us after the last answer; a thread woken from sleep instead answered in
 # 58-71 us (p50) on this 2-CPU virtual machine (a wake-up across CPUs), most of a second
-# pass over 10,000 cached files (docs/read-path.md, "The ioctl of every open")
+# pass over 10,000 cached files (docs/read-path.md, "Opens and closes never reach the daemon")
 IOCTL_SPIN_US = 50 if hasattr(pyfuse3, "ioctl_spins") else 0
 
 _SCHEMES = {"ais": "ais", "s3": "aws", "aws": "aws", "gs": "gcp", "gcp": "gcp", "az": "azure",
