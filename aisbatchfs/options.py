@@ -255,7 +255,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("prime_dentries", _bool, True, "a directory whose files are looked up one by one "
            "(opened by name, never listed) is read once through the mount, so the kernel "
            "knows all its names: later opens send no lookup, and their pages can be stored "
-           "ahead (directories of up to 65,536 names)"),
+           "ahead (directories of 32 to 65,536 names)"),
     Option("ioctl_thread", _bool, True, "answer the ioctl that Python's open() sends for "
            "every file (isatty) in a thread of its own, never waiting for the daemon's "
            "interpreter lock (needs pyfuse3 built with patches/; off: the FUSE loop answers it)"),

@@ -116,7 +116,7 @@ class Node:
         return self.entry.kind
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly held by dentries.py
 class Listing:
     """A directory's children at one moment: sorted, de-duplicated, immutable."""
 

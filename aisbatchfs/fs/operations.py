@@ -277,6 +277,8 @@ class AisOperations(pyfuse3.Operations):
         # same: entries, their attributes and the versions the kernel holds.
         cached = self._dir_cached.get(inode)
         keep = cached is not None and (cached is listing or cached.entries == listing.entries)
+        if keep and self.dentries is not None and ctx is not None and self.dentries.owns(ctx.pid):
+            keep = False  # read for the dentries READDIRPLUS brings; a cached copy has none
         self._dir_cached[inode] = listing
         if len(self._dir_cached) > 100_000:
             self._dir_cached.clear()

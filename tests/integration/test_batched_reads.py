@@ -381,3 +381,30 @@ def test_a_directory_opened_by_name_is_read_once_so_the_kernel_knows_its_names(m
         assert looked_up <= 20, looked_up  # the first few, then none of the other 295
     else:
         assert "dentries" not in after and looked_up >= 300, looked_up
+
+
+def test_the_directory_is_read_again_for_the_kernel_once_its_names_expire(mount_small):
+    """After metadata_ttl the kernel looks the names up again, the namespace lists the
+    directory again, and the daemon reads it for the kernel again: not from the kernel's own
+    readdir cache (the listing is unchanged), which would bring no names."""
+    m = mount_small("-o", "metadata_ttl=2")
+    root = m.path / "d"
+    picked = random.Random(11).sample(range(N), 220)
+
+    def read_by_name(ids: list[int], primed: int) -> int:
+        """Read ids[:5], wait until the directory was read `primed` times, read the rest:
+        the lookups those cost."""
+        for i in ids[:5]:
+            assert (root / f"f{i:04d}").read_bytes() == blob(i)
+        deadline = time.monotonic() + 30
+        while m.stats().get("dentries", {}).get("primed", 0) < primed:
+            assert time.monotonic() < deadline, m.stats().get("dentries")
+            time.sleep(0.05)
+        before = m.stats()["fuse"].get("lookup", 0)
+        for i in ids[5:]:
+            assert (root / f"f{i:04d}").read_bytes() == blob(i)
+        return m.stats()["fuse"].get("lookup", 0) - before
+
+    assert read_by_name(picked[:110], 1) <= 10
+    time.sleep(2.5)  # the names' entries expire
+    assert read_by_name(picked[110:], 2) <= 10

@@ -27,26 +27,39 @@ def listing(n: int) -> Listing:
 
 
 class Scans:
-    """The fake reader of the mount: records each directory read; fails on request."""
+    """The fake reader of the mount: records each directory read; fails on request; while
+    it reads, its "child" has pid 4242 + the number of reads before."""
 
     def __init__(self, fail: set[str] | None = None) -> None:
         self.paths: list[str] = []
         self.fail = fail or set()
+        self.owned_while_reading: list[bool] = []
+        self.primer: DentryPrimer | None = None
 
-    async def __call__(self, path: str) -> None:
+    async def __call__(self, path: str, started) -> None:
+        pid = 4242 + len(self.paths)
+        started(pid)
         await trio.sleep(0.01)  # a child process takes a moment
+        assert self.primer is not None
+        self.owned_while_reading.append(self.primer.owns(pid))
         self.paths.append(path)
         if path in self.fail:
             raise subprocess.CalledProcessError(1, ["python"])
 
 
+def primer_with(scans: Scans) -> DentryPrimer:
+    primer = DentryPrimer("/mnt", scans)
+    scans.primer = primer
+    return primer
+
+
 def test_a_directory_is_read_once_per_listing():
     async def main() -> None:
         scans = Scans()
-        primer = DentryPrimer("/mnt", scans)
+        primer = primer_with(scans)
         async with trio.open_nursery() as nursery:
             await nursery.start(primer.run)
-            first, second = listing(3), listing(3)
+            first, second = listing(40), listing(40)
             for _ in range(5):  # lookup after lookup in the same directory
                 primer.offer(("d",), first, "d")
             await trio.sleep(1)
@@ -54,24 +67,29 @@ def test_a_directory_is_read_once_per_listing():
             primer.offer(("d",), second, "d")  # after metadata_ttl: a new listing
             await trio.sleep(1)
             assert scans.paths == ["/mnt/d", "/mnt/d"]
-            assert primer.stats() == {"primed": 2, "names": 6, "queued": 0}
+            assert primer.stats() == {"primed": 2, "names": 80, "queued": 0}
+            assert scans.owned_while_reading == [True, True] and not primer.owns(4242)
             nursery.cancel_scope.cancel()
 
     run(main)
 
 
-def test_a_directory_too_large_is_left_to_lookups():
+def test_directories_too_large_or_too_small_are_left_to_lookups():
     async def main() -> None:
         scans = Scans()
-        primer = DentryPrimer("/mnt", scans)
+        primer = primer_with(scans)
         async with trio.open_nursery() as nursery:
             await nursery.start(primer.run)
             huge = listing(dentries.MAX_ENTRIES + 1)
             primer.offer(("big",), huge, "big")
             primer.offer(("big",), huge, "big")
             await trio.sleep(1)
+            few = listing(dentries.MIN_ENTRIES - 1)
+            primer.offer(("few",), few, "few")
+            primer.offer(("few",), few, "few")
+            await trio.sleep(1)
             assert scans.paths == []
-            assert primer.stats()["too_large"] == 1  # once per listing
+            assert primer.stats()["too_large"] == 1 and primer.stats()["too_small"] == 1
             nursery.cancel_scope.cancel()
 
     run(main)
@@ -80,11 +98,11 @@ def test_a_directory_too_large_is_left_to_lookups():
 def test_a_failed_read_is_counted_and_the_next_directory_is_read():
     async def main() -> None:
         scans = Scans(fail={"/mnt/bad"})
-        primer = DentryPrimer("/mnt", scans)
+        primer = primer_with(scans)
         async with trio.open_nursery() as nursery:
             await nursery.start(primer.run)
-            primer.offer(("bad",), listing(2), "bad")
-            primer.offer(("good",), listing(2), "good")
+            primer.offer(("bad",), listing(40), "bad")
+            primer.offer(("good",), listing(40), "good")
             await trio.sleep(1)
             assert scans.paths == ["/mnt/bad", "/mnt/good"]
             assert primer.stats()["failed"] == 1 and primer.stats()["primed"] == 1
@@ -96,8 +114,8 @@ def test_a_failed_read_is_counted_and_the_next_directory_is_read():
 def test_a_full_queue_drops_directories_and_reads_them_at_their_next_lookup():
     async def main() -> None:
         scans = Scans()
-        primer = DentryPrimer("/mnt", scans)
-        lists = [listing(1) for _ in range(dentries.QUEUE + 1)]
+        primer = primer_with(scans)
+        lists = [listing(40) for _ in range(dentries.QUEUE + 1)]
         for i, li in enumerate(lists):  # the reader is not running yet: nothing is taken
             primer.offer((i,), li, f"d{i}")
         assert primer.stats()["dropped"] == 1
@@ -127,3 +145,16 @@ def test_mount_paths_of_directories():
     s3 = BucketRef("c", provider="aws")
     assert whole.mount_path(Entry("d", Kind.DIR, s3, "d")) == "@aws/c/d"
     assert whole.mount_path(Entry("f", Kind.FILE, B, "d/f")) is None
+
+
+def test_a_listing_let_go_by_the_namespace_is_not_kept_alive_here():
+    import gc
+    import weakref
+
+    primer = DentryPrimer("/mnt", Scans())
+    gone = listing(dentries.MAX_ENTRIES + 1)
+    primer.offer(("big",), gone, "big")
+    ref = weakref.ref(gone)
+    del gone
+    gc.collect()
+    assert ref() is None
