@@ -90,7 +90,7 @@ class DentryPrimer:
     def offer(self, key: tuple, listing: Listing, path: str) -> None:
         """A name was looked up in the directory `key` (at `path`, relative to the mount),
         whose names the namespace has listed in `listing`: read it for the kernel, unless it
-        was for this listing already or it is too large."""
+        was for this listing already, or its size is out of bounds."""
         done = self._primed.get(key)
         if done is not None and done() is listing:
             return
