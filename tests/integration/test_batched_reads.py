@@ -354,6 +354,28 @@ def test_a_changed_object_reads_as_its_new_version(cluster, mounter, push):
         b.delete(missing_ok=True)
 
 
+def read_by_name(m, ids: list[int], primed: int | None) -> tuple[int, int]:
+    """Read d/f<id> for ids[:5], wait until the daemon has read the directory for the kernel
+    `primed` times (None: no wait), read the rest, checking every byte: the LOOKUPs the first
+    five cost, and those the rest cost."""
+    root = m.path / "d"
+
+    def lookups() -> int:
+        return m.stats()["fuse"].get("lookup", 0)
+
+    before = lookups()
+    for i in ids[:5]:
+        assert (root / f"f{i:04d}").read_bytes() == blob(i)
+    deadline = time.monotonic() + 30
+    while primed is not None and m.stats().get("dentries", {}).get("primed", 0) < primed:
+        assert time.monotonic() < deadline, m.stats().get("dentries")
+        time.sleep(0.05)
+    middle = lookups()
+    for i in ids[5:]:
+        assert (root / f"f{i:04d}").read_bytes() == blob(i)
+    return middle - before, lookups() - middle
+
+
 @pytest.mark.parametrize("prime", [True, False], ids=["primed", "prime_dentries=false"])
 def test_a_directory_opened_by_name_is_read_once_so_the_kernel_knows_its_names(mount_small,
                                                                                prime):
@@ -362,20 +384,9 @@ def test_a_directory_opened_by_name_is_read_once_so_the_kernel_knows_its_names(m
     learns every name from READDIRPLUS, and later opens send no LOOKUP. Off, every name is
     looked up."""
     m = mount_small() if prime else mount_small("-o", "prime_dentries=false")
-    root = m.path / "d"
     picked = random.Random(7).sample(range(N), 300)
-    lookups = m.stats()["fuse"].get("lookup", 0)
-    for i in picked[:5]:
-        assert (root / f"f{i:04d}").read_bytes() == blob(i)
-    if prime:
-        deadline = time.monotonic() + 30
-        while m.stats().get("dentries", {}).get("primed", 0) < 1:
-            assert time.monotonic() < deadline, m.stats().get("dentries")
-            time.sleep(0.05)
-    for i in picked[5:]:
-        assert (root / f"f{i:04d}").read_bytes() == blob(i)
+    looked_up = sum(read_by_name(m, picked, 1 if prime else None))
     after = m.stats()
-    looked_up = after["fuse"].get("lookup", 0) - lookups
     if prime:
         assert after["dentries"]["primed"] == 1 and after["dentries"]["names"] == N
         assert looked_up <= 20, looked_up  # the first few, then none of the other 295
@@ -388,23 +399,7 @@ def test_the_directory_is_read_again_for_the_kernel_once_its_names_expire(mount_
     directory again, and the daemon reads it for the kernel again: not from the kernel's own
     readdir cache (the listing is unchanged), which would bring no names."""
     m = mount_small("-o", "metadata_ttl=2")
-    root = m.path / "d"
     picked = random.Random(11).sample(range(N), 220)
-
-    def read_by_name(ids: list[int], primed: int) -> int:
-        """Read ids[:5], wait until the directory was read `primed` times, read the rest:
-        the lookups those cost."""
-        for i in ids[:5]:
-            assert (root / f"f{i:04d}").read_bytes() == blob(i)
-        deadline = time.monotonic() + 30
-        while m.stats().get("dentries", {}).get("primed", 0) < primed:
-            assert time.monotonic() < deadline, m.stats().get("dentries")
-            time.sleep(0.05)
-        before = m.stats()["fuse"].get("lookup", 0)
-        for i in ids[5:]:
-            assert (root / f"f{i:04d}").read_bytes() == blob(i)
-        return m.stats()["fuse"].get("lookup", 0) - before
-
-    assert read_by_name(picked[:110], 1) <= 10
+    assert read_by_name(m, picked[:110], 1)[1] <= 10
     time.sleep(2.5)  # the names' entries expire
-    assert read_by_name(picked[110:], 2) <= 10
+    assert read_by_name(m, picked[110:], 2)[1] <= 10

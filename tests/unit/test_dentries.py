@@ -3,7 +3,11 @@ mount and trio's MockClock: which directories are read, how often, and what is l
 
 from __future__ import annotations
 
+import gc
 import subprocess
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
@@ -53,12 +57,20 @@ def primer_with(scans: Scans) -> DentryPrimer:
     return primer
 
 
+@asynccontextmanager
+async def running(primer: DentryPrimer) -> AsyncIterator[None]:
+    """The primer's reader runs for the block, as for a mount's lifetime."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(primer.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 def test_a_directory_is_read_once_per_listing():
     async def main() -> None:
         scans = Scans()
         primer = primer_with(scans)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(primer.run)
+        async with running(primer):
             first, second = listing(40), listing(40)
             for _ in range(5):  # lookup after lookup in the same directory
                 primer.offer(("d",), first, "d")
@@ -69,7 +81,6 @@ def test_a_directory_is_read_once_per_listing():
             assert scans.paths == ["/mnt/d", "/mnt/d"]
             assert primer.stats() == {"primed": 2, "names": 80, "queued": 0}
             assert scans.owned_while_reading == [True, True] and not primer.owns(4242)
-            nursery.cancel_scope.cancel()
 
     run(main)
 
@@ -78,8 +89,7 @@ def test_directories_too_large_or_too_small_are_left_to_lookups():
     async def main() -> None:
         scans = Scans()
         primer = primer_with(scans)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(primer.run)
+        async with running(primer):
             huge = listing(dentries.MAX_ENTRIES + 1)
             primer.offer(("big",), huge, "big")
             primer.offer(("big",), huge, "big")
@@ -90,7 +100,6 @@ def test_directories_too_large_or_too_small_are_left_to_lookups():
             await trio.sleep(1)
             assert scans.paths == []
             assert primer.stats()["too_large"] == 1 and primer.stats()["too_small"] == 1
-            nursery.cancel_scope.cancel()
 
     run(main)
 
@@ -99,14 +108,12 @@ def test_a_failed_read_is_counted_and_the_next_directory_is_read():
     async def main() -> None:
         scans = Scans(fail={"/mnt/bad"})
         primer = primer_with(scans)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(primer.run)
+        async with running(primer):
             primer.offer(("bad",), listing(40), "bad")
             primer.offer(("good",), listing(40), "good")
             await trio.sleep(1)
             assert scans.paths == ["/mnt/bad", "/mnt/good"]
             assert primer.stats()["failed"] == 1 and primer.stats()["primed"] == 1
-            nursery.cancel_scope.cancel()
 
     run(main)
 
@@ -119,15 +126,13 @@ def test_a_full_queue_drops_directories_and_reads_them_at_their_next_lookup():
         for i, li in enumerate(lists):  # the reader is not running yet: nothing is taken
             primer.offer((i,), li, f"d{i}")
         assert primer.stats()["dropped"] == 1
-        async with trio.open_nursery() as nursery:
-            await nursery.start(primer.run)
+        async with running(primer):
             await trio.sleep(1)
             last = dentries.QUEUE
             assert f"/mnt/d{last}" not in scans.paths and len(scans.paths) == dentries.QUEUE
             primer.offer((last,), lists[last], f"d{last}")  # its next lookup
             await trio.sleep(1)
             assert scans.paths[-1] == f"/mnt/d{last}"
-            nursery.cancel_scope.cancel()
 
     run(main)
 
@@ -148,9 +153,6 @@ def test_mount_paths_of_directories():
 
 
 def test_a_listing_let_go_by_the_namespace_is_not_kept_alive_here():
-    import gc
-    import weakref
-
     primer = DentryPrimer("/mnt", Scans())
     gone = listing(dentries.MAX_ENTRIES + 1)
     primer.offer(("big",), gone, "big")
