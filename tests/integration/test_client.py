@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import random
+import socket
+import threading
 
 import pytest
 from aistore.sdk import Client
@@ -10,12 +13,16 @@ from aistore.sdk.list_object_flag import ListObjectFlag
 
 from aisbatchfs.ais import (
     AisClient,
+    AisError,
     BucketNotFound,
     BucketRef,
     ObjectNotFound,
+    ProtocolError,
     RangeNotSatisfiable,
     RequestRejected,
 )
+from aisbatchfs.ais.config import ClientConfig, Deadlines
+from aisbatchfs.ais.transport import MAX_REDIRECTS
 from tests.helpers import make_archive
 
 NAMES = [
@@ -177,3 +184,56 @@ def test_counters_count_requests_by_kind(seeded):
     assert after["calls_get"] == before.get("calls_get", 0) + 1
     assert after["calls_head"] == before.get("calls_head", 0) + 1
     assert after["http_requests"] == before["http_requests"] + 4  # each redirected once
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_environments_http_proxy_is_used_unless_no_proxy_names_the_cluster(
+        seeded, cluster, monkeypatch):
+    """HTTP_PROXY and NO_PROXY mean to the client what they mean to requests and curl."""
+    sdk_bucket, data, _ = seeded
+    port = free_port()  # nothing listens there
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "")
+    quick = Deadlines(metadata=1.0, read=1.0)
+    proxied = AisClient(ClientConfig.from_env(cluster.endpoint, deadlines=quick))
+    with pytest.raises(AisError) as e:
+        proxied.get(BucketRef(sdk_bucket.name), "top.txt")
+    assert f"127.0.0.1:{port}" in str(e.value)  # it went to the proxy, not to the cluster
+
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1")
+    direct = AisClient(ClientConfig.from_env(cluster.endpoint, deadlines=quick))
+    assert direct.get(BucketRef(sdk_bucket.name), "top.txt") == data["top.txt"]
+
+
+class _RedirectLoop(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+        self.send_response(301)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirect_loop_fails_at_once_without_retries():
+    """A node or balancer that redirects in a circle is misconfigured: the call fails with a
+    ProtocolError after MAX_REDIRECTS hops, and is not retried until its deadline."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectLoop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AisClient(ClientConfig(endpoint=f"http://127.0.0.1:{server.server_port}"))
+        with pytest.raises(ProtocolError, match=f"more than {MAX_REDIRECTS} redirects"):
+            client.get(BucketRef("b"), "o")
+        assert client.counters()["http_requests"] == MAX_REDIRECTS + 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -86,11 +86,11 @@ def recording_client(cluster: SecureCluster, token: str | None = None) -> tuple[
     client = AisClient(ClientConfig(endpoint=cluster.endpoint, verify=cluster.ca,
                                     cert=cluster.cert, token=token))
     hops: list[tuple[str, int, bool]] = []
-    count = client.transport._count  # the response hook of every request, called per hop
+    count = client.transport._count  # called once per HTTP exchange, redirect hops included
 
-    def record(resp: requests.Response, *args, **kwargs) -> None:
+    def record(resp: requests.Response) -> None:
         hops.append((resp.request.url, resp.status_code, "Authorization" in resp.request.headers))
-        count(resp, *args, **kwargs)
+        count(resp)
 
     client.transport._count = record
     return client, hops
